@@ -1,0 +1,6 @@
+// Precompiled header: the LibTorch headers nearly every translation unit includes.
+#pragma once
+#include <torch/torch.h>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>

@@ -1,0 +1,71 @@
+#include "test_env.h"
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <vector>
+
+namespace sg::test {
+
+namespace {
+
+struct TempDirs {
+  std::vector<std::string> paths;
+  ~TempDirs() {
+    if (std::getenv("SG_KEEP_TEMP") != nullptr) return;
+    std::error_code ec;
+    for (const auto& p : paths) std::filesystem::remove_all(p, ec);
+  }
+};
+TempDirs& temp_dirs() {
+  static TempDirs dirs;
+  return dirs;
+}
+
+}  // namespace
+
+std::string source_dir() { return SG_SOURCE_DIR; }
+std::string binary() { return SG_BINARY; }
+std::string python() { return SG_PYTHON; }
+std::string refdata_dir() { return SG_REFDATA_DIR; }
+
+std::string temp_dir(const std::string& prefix) {
+  std::random_device rd;
+  std::filesystem::path base = std::filesystem::temp_directory_path();
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    std::filesystem::path p = base / (prefix + "-" + std::to_string(rd()));
+    std::error_code ec;
+    if (std::filesystem::create_directory(p, ec)) {
+      temp_dirs().paths.push_back(p.string());
+      return p.string();
+    }
+  }
+  std::abort();
+}
+
+CommandResult run_command(const std::string& command_line) {
+  std::string full = command_line + " 2>&1";
+  FILE* pipe = ::popen(full.c_str(), "r");
+  if (pipe == nullptr) return {-1, "popen failed"};
+  std::string output;
+  char buffer[4096];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.append(buffer, n);
+  int status = ::pclose(pipe);
+  int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return {code, output};
+}
+
+std::string shell_quote(const std::string& text) {
+  std::string out = "'";
+  for (char c : text) {
+    if (c == '\'') out += "'\\''";
+    else out += c;
+  }
+  return out + "'";
+}
+
+}  // namespace sg::test

@@ -1,0 +1,2 @@
+# util tests
+sg_add_gtest(test_util LABEL unit SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_file.cpp)
