@@ -1,0 +1,1 @@
+// Translation unit that builds the precompiled header (see src/util/torch_pch.h).
