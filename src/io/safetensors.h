@@ -5,8 +5,9 @@
 // sg::Error (one line naming the file and the problem) for anything a hostile or damaged file can
 // get wrong. Tensors returned by get() are CPU tensors that view the mapping (zero-copy) when the
 // data is aligned to the element size, else copies; the mapping is private copy-on-write, so
-// writing to a returned tensor never changes the file. A SafetensorsFile may be read from several
-// threads at once.
+// writing to a returned tensor never changes the file. A zero-size tensor comes back as a fresh
+// empty tensor (is_zero_copy false). get() of a BOOL tensor throws if a byte is neither 0 nor 1.
+// A SafetensorsFile may be read from several threads at once.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -68,12 +69,16 @@ class SafetensorsFile {
   Metadata metadata_;
 };
 
-// Reads one .safetensors file whole.
+// Reads one .safetensors file whole (tensors in data order).
 StateDict load_safetensors(const std::string& path, Metadata* metadata = nullptr);
 
-// Writes tensors (any device/layout; made contiguous CPU) in the given order, each data offset
-// aligned to 8 bytes, header padded with spaces to a multiple of 8; atomically. Throws for a
-// duplicate name, an empty name, or an unsupported dtype.
+// Writes tensors (any device/layout; made contiguous CPU, one at a time) atomically. The header is
+// padded with spaces so the data section starts at a multiple of 8; the data is laid out by element
+// size, largest first (stable: equal sizes keep the given order), so every tensor is aligned to its
+// own element size without padding (the reader rejects holes). Reading the file back therefore
+// yields that data order, not necessarily the given one. Throws for an empty name, the reserved
+// name "__metadata__", an undefined tensor, or an unsupported dtype (a StateDict cannot hold a
+// duplicate name).
 void save_safetensors(const std::string& path, const StateDict& tensors,
                       const Metadata& metadata = {});
 
@@ -82,7 +87,10 @@ std::string serialize_safetensors(const StateDict& tensors, const Metadata& meta
 
 // Checkpoint weights in a directory: "model.safetensors", or the shards named by
 // "model.safetensors.index.json" (validated: every shard exists, every listed tensor is in its
-// shard, no tensor in two shards). Throws if the directory has neither.
+// shard, no tensor in two shards, no shard tensor missing from the index). model.safetensors wins
+// when both are present, as in HF. Sharded tensors come in shard-name order, then data order; the
+// shards' metadata is merged (a key with two different values throws). Throws if the directory has
+// neither file.
 StateDict load_safetensors_dir(const std::string& dir, Metadata* metadata = nullptr);
 
 // Writes "model.safetensors", or, when the tensors exceed max_shard_bytes (> 0), shards
