@@ -1,1 +1,84 @@
-int main() { return 0; }
+// skillgraft's entry point: dispatches to a verb and turns errors into one line + exit code.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "io/hf_checkpoint.h"
+#include "util/error.h"
+#include "util/log.h"
+#include "util/threads.h"
+
+namespace {
+
+struct Verb {
+  const char* name;
+  int (*run)(const std::vector<std::string>&);
+  const char* summary;
+};
+
+const Verb kVerbs[] = {
+    {"convert", sg::cli::run_convert, "convert a llama2.c checkpoint into an HF model directory"},
+    {"generate", sg::cli::run_generate, "generate text from a model directory"},
+    {"inspect", sg::cli::run_inspect, "list the tensors and metadata of a safetensors file or model"},
+};
+
+void print_usage(FILE* out) {
+  std::fprintf(out, "usage: skillgraft <verb> [options]   (skillgraft <verb> --help for each)\n\nverbs:\n");
+  for (const Verb& verb : kVerbs) std::fprintf(out, "  %-10s %s\n", verb.name, verb.summary);
+  std::fprintf(out, "  %-10s %s\n", "version", "print the version");
+}
+
+}  // namespace
+
+namespace sg::cli {
+
+void apply_common(const CommonOptions& options) {
+  SG_CHECK(options.threads >= 0, "--threads must be >= 0 (0 = one per core), got " << options.threads);
+  util::set_quiet(options.quiet);
+  util::set_threads(static_cast<int>(options.threads));
+}
+
+void write_json_output(const CommonOptions& options, const nlohmann::json& result) {
+  if (!options.json_path.empty()) io::write_json_file(options.json_path, result);
+}
+
+}  // namespace sg::cli
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    print_usage(stderr);
+    return 2;
+  }
+  std::string verb_name = argv[1];
+  if (verb_name == "--help" || verb_name == "-h" || verb_name == "help") {
+    print_usage(stdout);
+    return 0;
+  }
+  if (verb_name == "version" || verb_name == "--version") {
+    std::printf("skillgraft %s\n", SKILLGRAFT_VERSION);
+    return 0;
+  }
+  std::vector<std::string> args(argv + 2, argv + argc);
+  for (const Verb& verb : kVerbs) {
+    if (verb_name != verb.name) continue;
+    try {
+      sg::util::set_threads(0);
+      return verb.run(args);
+    } catch (const sg::Error& e) {
+      std::fprintf(stderr, "skillgraft %s: error: %s\n", verb.name, e.what());
+      return 1;
+    } catch (const std::exception& e) {
+      // LibTorch errors carry a multi-line backtrace: keep only the first line.
+      std::string what = e.what();
+      std::fprintf(stderr, "skillgraft %s: internal error: %s\n", verb.name,
+                   what.substr(0, what.find('\n')).c_str());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "skillgraft: unknown verb \"%s\"; hint: skillgraft --help lists the verbs\n",
+               verb_name.c_str());
+  return 2;
+}

@@ -1,1 +1,107 @@
-// placeholder
+#include "model/llama.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "util/error.h"
+
+namespace sg::model {
+
+LlamaAttentionImpl::LlamaAttentionImpl(const ModelConfig& c)
+    : num_heads_(c.num_heads), num_kv_heads_(c.num_kv_heads), head_dim_(c.head_dim) {
+  int64_t q_dim = c.num_heads * c.head_dim, kv_dim = c.num_kv_heads * c.head_dim;
+  q_proj = register_module("q_proj", Linear(c.hidden_size, q_dim, c.attention_qkv_bias));
+  k_proj = register_module("k_proj", Linear(c.hidden_size, kv_dim, c.attention_qkv_bias));
+  v_proj = register_module("v_proj", Linear(c.hidden_size, kv_dim, c.attention_qkv_bias));
+  o_proj = register_module("o_proj", Linear(q_dim, c.hidden_size, c.attention_out_bias));
+}
+
+torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                          const torch::Tensor& sin, const torch::Tensor& mask,
+                                          KVCache* cache, int64_t layer) {
+  // H query heads share each of KV key/value heads in groups of R = H / KV; D = head_dim.
+  const int64_t B = x.size(0), T = x.size(1), H = num_heads_, KV = num_kv_heads_, D = head_dim_;
+  const int64_t R = H / KV;
+  torch::Tensor q = q_proj(x).view({B, T, H, D}).transpose(1, 2);   // (B, H, T, D)
+  torch::Tensor k = k_proj(x).view({B, T, KV, D}).transpose(1, 2);  // (B, KV, T, D)
+  torch::Tensor v = v_proj(x).view({B, T, KV, D}).transpose(1, 2);  // (B, KV, T, D)
+  q = apply_rope(q, cos, sin) * (1.0 / std::sqrt(static_cast<double>(D)));
+  k = apply_rope(k, cos, sin);
+  if (cache != nullptr) std::tie(k, v) = kv_cache_append(*cache, layer, k, v);
+  const int64_t S = k.size(2);
+  // Group the query heads of one KV head into rows, so keys and values are never copied R times.
+  torch::Tensor grouped = q.reshape({B, KV, R * T, D});
+  torch::Tensor scores = torch::matmul(grouped, k.transpose(-2, -1));  // (B, KV, R*T, S)
+  if (mask.defined()) scores = (scores.view({B, KV, R, T, S}) + mask).view({B, KV, R * T, S});
+  torch::Tensor probs = torch::softmax(scores, -1);
+  torch::Tensor out = torch::matmul(probs, v);  // (B, KV, R*T, D)
+  out = out.view({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
+  return o_proj(out);
+}
+
+LlamaMLPImpl::LlamaMLPImpl(const ModelConfig& c) {
+  gate_proj = register_module("gate_proj", Linear(c.hidden_size, c.intermediate_size, c.mlp_bias));
+  up_proj = register_module("up_proj", Linear(c.hidden_size, c.intermediate_size, c.mlp_bias));
+  down_proj = register_module("down_proj", Linear(c.intermediate_size, c.hidden_size, c.mlp_bias));
+}
+
+torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x) {
+  return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+}
+
+LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const ModelConfig& c) {
+  input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.norm_eps));
+  self_attn = register_module("self_attn", LlamaAttention(c));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.norm_eps));
+  mlp = register_module("mlp", LlamaMLP(c));
+}
+
+torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                             const torch::Tensor& sin, const torch::Tensor& mask,
+                                             KVCache* cache, int64_t layer) {
+  torch::Tensor h = x + self_attn(input_layernorm(x), cos, sin, mask, cache, layer);
+  return h + mlp(post_attention_layernorm(h));
+}
+
+LlamaTrunkImpl::LlamaTrunkImpl(const ModelConfig& c) {
+  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.num_layers; ++i) layers->push_back(LlamaDecoderLayer(c));
+  norm = register_module("norm", RMSNorm(c.hidden_size, c.norm_eps));
+}
+
+LlamaForCausalLM::LlamaForCausalLM(const ModelConfig& c) : CausalLM(c) {
+  SG_CHECK(c.architecture == Architecture::kLlama, "LlamaForCausalLM needs a Llama-family config");
+  model = register_module("model", LlamaTrunk(c));
+  if (!c.tie_word_embeddings) {
+    lm_head = register_module("lm_head", Linear(c.hidden_size, c.vocab_size, false));
+  }
+  for (const auto& layer : *model->layers) {
+    layer_list_.push_back(std::dynamic_pointer_cast<LlamaDecoderLayerImpl>(layer));
+  }
+  rope_ = RopeTable(rope_inverse_frequencies(c));
+}
+
+torch::Tensor LlamaForCausalLM::forward(const torch::Tensor& tokens, KVCache* cache) {
+  SG_CHECK(tokens.dim() == 2, "forward: tokens must be (B, T), got " << tokens.dim() << " dims");
+  const int64_t T = tokens.size(1);
+  const int64_t past = cache != nullptr ? cache->length : 0;
+  SG_CHECK(past + T <= config_.max_positions,
+           "forward: " << past + T << " positions exceed the model's context of "
+                       << config_.max_positions << "; hint: shorten the input");
+  torch::Tensor h = model->embed_tokens(tokens);  // (B, T, C)
+  torch::Tensor cos, sin;
+  std::tie(cos, sin) = rope_.slice(past, T, h.scalar_type(), h.device());
+  torch::Tensor mask = causal_mask(T, past, config_.sliding_window, h.scalar_type(), h.device());
+  for (size_t i = 0; i < layer_list_.size(); ++i) {
+    h = layer_list_[i]->forward(h, cos, sin, mask, cache, static_cast<int64_t>(i));
+  }
+  if (cache != nullptr) cache->length = past + T;
+  h = model->norm(h);
+  const torch::Tensor& head = lm_head ? lm_head->weight : model->embed_tokens->weight;
+  return torch::linear(h, head);  // (B, T, V)
+}
+
+}  // namespace sg::model

@@ -1,0 +1,28 @@
+// The CLI's verbs. Each parses its own flags (FlagSet), calls the library and prints results;
+// each returns the process exit code and lets sg::Error propagate to main().
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sg::cli {
+
+int run_convert(const std::vector<std::string>& args);
+int run_generate(const std::vector<std::string>& args);
+int run_inspect(const std::vector<std::string>& args);
+
+// Flags every verb has.
+struct CommonOptions {
+  int64_t threads = 0;
+  std::string json_path;
+  bool quiet = false;
+};
+// Applies --threads and --quiet; call right after parsing.
+void apply_common(const CommonOptions& options);
+// Writes --json output (atomically) when a path was given.
+void write_json_output(const CommonOptions& options, const nlohmann::json& result);
+
+}  // namespace sg::cli
