@@ -167,7 +167,7 @@ TensorEntry parse_entry(const std::string& path, const std::string& name, const 
   entry.name = name;
   const Json& dtype = value["dtype"];
   SG_CHECK(dtype.is_string(), where << ": \"dtype\" is a JSON " << dtype.type_name()
-                                    << ", expected a string such as \"F32\"");
+                                    << ", expected a string such as \"F32\"; hint: the header is damaged");
   entry.dtype = dtype.get<std::string>();
   const DtypeInfo* info = find_dtype(entry.dtype);
   SG_CHECK(info != nullptr, where << " has unsupported dtype " << quote(entry.dtype)
@@ -176,14 +176,15 @@ TensorEntry parse_entry(const std::string& path, const std::string& name, const 
 
   const Json& shape = value["shape"];
   SG_CHECK(shape.is_array(), where << ": \"shape\" is a JSON " << shape.type_name()
-                                   << ", expected an array of integers");
+                                   << ", expected an array of integers; hint: the header is damaged");
   // extent = dtype size x every dimension (zeros counted as 1) must fit int64 so that LibTorch's
   // stride arithmetic cannot overflow either; bytes is the real size.
   uint64_t extent = info->size;
   uint64_t bytes = info->size;
   for (const Json& dim : shape) {
-    SG_CHECK(dim.is_number_integer(), where << ": shape holds a JSON " << dim.type_name()
-                                            << ", expected integers");
+    SG_CHECK(dim.is_number_integer(),
+             where << ": shape holds a " << (dim.is_number() ? "non-integer number" : dim.type_name())
+                   << ", expected integers; hint: the header is damaged");
     SG_CHECK(dim.is_number_unsigned(), where << ": shape has negative dimension "
                                              << dim.get<int64_t>()
                                              << "; hint: the header is damaged");
@@ -271,7 +272,8 @@ std::vector<PlannedTensor> plan_layout(const std::string& where, const StateDict
     SG_CHECK(!name.empty(), where << ": a tensor has an empty name; hint: give every tensor a name");
     SG_CHECK(name != kMetadataKey, where << ": a tensor is named \"__metadata__\", which safetensors "
                                            "reserves for metadata; hint: rename the tensor");
-    SG_CHECK(tensor.defined(), where << ": tensor " << quote(name) << " is undefined");
+    SG_CHECK(tensor.defined(), where << ": tensor " << quote(name)
+                                     << " is undefined; hint: give it a value or leave it out");
     const DtypeInfo* dtype = find_dtype(tensor.scalar_type());
     SG_CHECK(dtype != nullptr, where << ": tensor " << quote(name) << " has dtype "
                                      << tensor.scalar_type()
@@ -360,7 +362,8 @@ std::string shard_file_name(size_t index, size_t count) {
 void remove_file(const std::string& path) {
   std::error_code ec;
   std::filesystem::remove(path, ec);
-  SG_CHECK(!ec, path << ": cannot remove stale file (" << ec.message() << ")");
+  SG_CHECK(!ec, path << ": cannot remove stale file (" << ec.message()
+                     << "); hint: is the directory writable?");
 }
 
 StateDict load_sharded(const std::string& dir, const std::string& index_path,
@@ -376,13 +379,14 @@ StateDict load_sharded(const std::string& dir, const std::string& index_path,
            index_path << ": no \"weight_map\" object; hint: expected {\"metadata\": {...}, "
                          "\"weight_map\": {tensor name: shard file}}");
   const Json& weight_map = index["weight_map"];
-  SG_CHECK(!weight_map.empty(), index_path << ": \"weight_map\" lists no tensors");
+  SG_CHECK(!weight_map.empty(),
+           index_path << ": \"weight_map\" lists no tensors; hint: the index is damaged; re-save");
 
   std::map<std::string, std::vector<std::string>> names_by_shard;
   for (auto it = weight_map.begin(); it != weight_map.end(); ++it) {
     SG_CHECK(it.value().is_string(), index_path << ": weight_map value for " << quote(it.key())
                                                 << " is a JSON " << it.value().type_name()
-                                                << ", expected a shard file name");
+                                                << ", expected a shard file name; hint: the index is damaged");
     const std::string shard = it.value().get<std::string>();
     SG_CHECK(!shard.empty() && shard.find('/') == std::string::npos && shard != "." &&
                  shard != "..",
@@ -615,7 +619,8 @@ void save_safetensors_dir(const std::string& dir, const StateDict& tensors,
     bool ours = name == kSingleFileName || name == kIndexFileName || is_shard_file_name(name);
     if (ours && written.count(name) == 0) remove_file(item.path().string());
   }
-  SG_CHECK(!ec, dir << ": cannot list directory (" << ec.message() << ")");
+  SG_CHECK(!ec, dir << ": cannot list directory (" << ec.message()
+                    << "); hint: is the directory readable?");
 }
 
 }  // namespace sg::io
