@@ -1,1 +1,219 @@
-// placeholder
+// Tokenizers: load_tokenizer() dispatch, our skillgraft_tokenizer.json header, the byte
+// tokenizer, and the UTF-8 / JSON helpers the other kinds share (tokenizer_internal.h).
+#include "io/tokenizer.h"
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+#include "io/tokenizer_internal.h"
+#include "util/error.h"
+#include "util/file.h"
+
+namespace sg::io {
+
+namespace detail {
+
+size_t utf8_sequence_length(std::string_view text, size_t pos) {
+  const size_t n = text.size();
+  auto byte = [&](size_t i) { return static_cast<uint8_t>(text[i]); };
+  auto continuation = [&](size_t i) { return i < n && (byte(i) & 0xC0) == 0x80; };
+  const uint8_t lead = byte(pos);
+  if (lead < 0x80) return 1;
+  if (lead < 0xC2) return 0;  // a continuation byte, or C0/C1 (always overlong)
+  if (lead < 0xE0) return continuation(pos + 1) ? 2 : 0;
+  if (lead < 0xF0) {
+    if (pos + 1 >= n) return 0;
+    const uint8_t second = byte(pos + 1);
+    // E0 needs A0..BF (else overlong); ED needs 80..9F (else a surrogate).
+    if (lead == 0xE0 && second < 0xA0) return 0;
+    if (lead == 0xED && second > 0x9F) return 0;
+    return continuation(pos + 1) && continuation(pos + 2) ? 3 : 0;
+  }
+  if (lead < 0xF5) {
+    if (pos + 1 >= n) return 0;
+    const uint8_t second = byte(pos + 1);
+    // F0 needs 90..BF (else overlong); F4 needs 80..8F (else above U+10FFFF).
+    if (lead == 0xF0 && second < 0x90) return 0;
+    if (lead == 0xF4 && second > 0x8F) return 0;
+    return continuation(pos + 1) && continuation(pos + 2) && continuation(pos + 3) ? 4 : 0;
+  }
+  return 0;
+}
+
+bool is_valid_utf8(std::string_view text) {
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t length = utf8_sequence_length(text, pos);
+    if (length == 0) return false;
+    pos += length;
+  }
+  return true;
+}
+
+void append_utf8(std::string& out, uint32_t code_point) {
+  if (code_point < 0x80) {
+    out += static_cast<char>(code_point);
+  } else if (code_point < 0x800) {
+    out += static_cast<char>(0xC0 | (code_point >> 6));
+    out += static_cast<char>(0x80 | (code_point & 0x3F));
+  } else if (code_point < 0x10000) {
+    out += static_cast<char>(0xE0 | (code_point >> 12));
+    out += static_cast<char>(0x80 | ((code_point >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (code_point & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (code_point >> 18));
+    out += static_cast<char>(0x80 | ((code_point >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((code_point >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (code_point & 0x3F));
+  }
+}
+
+std::vector<uint32_t> utf8_code_points(std::string_view text) {
+  std::vector<uint32_t> out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t length = utf8_sequence_length(text, pos);
+    SG_CHECK(length > 0, "ill-formed UTF-8 at byte " << pos);
+    uint32_t lead = static_cast<uint8_t>(text[pos]);
+    uint32_t code_point = length == 1 ? lead : length == 2 ? lead & 0x1F : length == 3 ? lead & 0x0F : lead & 0x07;
+    for (size_t i = 1; i < length; ++i) {
+      code_point = (code_point << 6) | (static_cast<uint8_t>(text[pos + i]) & 0x3F);
+    }
+    out.push_back(code_point);
+    pos += length;
+  }
+  return out;
+}
+
+nlohmann::json read_json_file(const std::string& path) {
+  std::string text = util::read_file(path);
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    SG_FAIL(path << ": not valid JSON (" << e.what() << ")");
+  }
+}
+
+const nlohmann::json& json_member(const nlohmann::json& object, const std::string& key,
+                                  const std::string& path, const std::string& where) {
+  SG_CHECK(object.is_object(), path << ": " << where << " must be a JSON object");
+  auto it = object.find(key);
+  SG_CHECK(it != object.end(), path << ": " << where << ": missing \"" << key << "\"");
+  return *it;
+}
+
+int64_t json_int(const nlohmann::json& value, const std::string& path, const std::string& what) {
+  SG_CHECK(value.is_number_integer(), path << ": " << what << " must be an integer, got " << value.dump());
+  if (value.is_number_unsigned()) {
+    uint64_t unsigned_value = value.get<uint64_t>();
+    SG_CHECK(unsigned_value <= static_cast<uint64_t>(INT64_MAX), path << ": " << what << " is too large: " << unsigned_value);
+  }
+  return value.get<int64_t>();
+}
+
+std::string json_string(const nlohmann::json& value, const std::string& path,
+                        const std::string& what) {
+  SG_CHECK(value.is_string(), path << ": " << what << " must be a string, got " << value.dump());
+  return value.get<std::string>();
+}
+
+std::string check_skillgraft_header(const nlohmann::json& root, const std::string& path) {
+  SG_CHECK(root.is_object(), path << ": the top level must be a JSON object");
+  std::string format = json_string(json_member(root, "format", path, "top level"), path, "\"format\"");
+  SG_CHECK(format == kSkillgraftTokenizerFormat,
+           path << ": \"format\" is \"" << format << "\", expected \"" << kSkillgraftTokenizerFormat
+                << "\"; hint: this is not a skillgraft tokenizer file");
+  int64_t version = json_int(json_member(root, "version", path, "top level"), path, "\"version\"");
+  SG_CHECK(version == kSkillgraftTokenizerVersion,
+           path << ": unsupported version " << version << " (this build reads version "
+                << kSkillgraftTokenizerVersion << "); hint: written by a newer skillgraft?");
+  return json_string(json_member(root, "kind", path, "top level"), path, "\"kind\"");
+}
+
+void check_token_id(int64_t id, int64_t vocab_size, const char* kind) {
+  SG_CHECK(id >= 0 && id < vocab_size, "token id " << id << " is out of range [0, " << vocab_size
+                                                   << ") of the " << kind
+                                                   << " tokenizer; hint: ids from another model's tokenizer?");
+}
+
+}  // namespace detail
+
+namespace {
+
+constexpr int64_t kByteVocabSize = 256;
+
+// Bytes 0..255 are ids 0..255. Needs no file; its saved form only records the kind.
+class ByteTokenizer final : public Tokenizer {
+ public:
+  std::string kind() const override { return "byte"; }
+  int64_t vocab_size() const override { return kByteVocabSize; }
+
+  std::vector<int64_t> encode(const std::string& text) const override {
+    std::vector<int64_t> ids;
+    ids.reserve(text.size());
+    for (char c : text) ids.push_back(static_cast<uint8_t>(c));
+    return ids;
+  }
+
+  std::string decode(const std::vector<int64_t>& ids) const override {
+    std::string text;
+    text.reserve(ids.size());
+    for (int64_t id : ids) {
+      detail::check_token_id(id, kByteVocabSize, "byte");
+      text += static_cast<char>(id);
+    }
+    return text;
+  }
+
+  std::string token_bytes(int64_t previous, int64_t id) const override {
+    detail::check_token_id(id, kByteVocabSize, "byte");
+    return std::string(1, static_cast<char>(id));
+  }
+
+  int64_t bos_id() const override { return -1; }
+  int64_t eos_id() const override { return -1; }
+
+  void save(const std::string& dir) const override {
+    nlohmann::ordered_json root;
+    root["format"] = detail::kSkillgraftTokenizerFormat;
+    root["version"] = detail::kSkillgraftTokenizerVersion;
+    root["kind"] = "byte";
+    util::make_directories(dir);
+    util::write_file_atomic(util::join_path(dir, detail::kSkillgraftTokenizerFile), root.dump(2) + "\n");
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> make_byte_tokenizer() { return std::make_unique<ByteTokenizer>(); }
+
+std::unique_ptr<Tokenizer> load_skillgraft_tokenizer(const std::string& path) {
+  nlohmann::json root = detail::read_json_file(path);
+  std::string kind = detail::check_skillgraft_header(root, path);
+  if (kind == "sentencepiece_bpe") return detail::sentencepiece_from_json(root, path);
+  if (kind == "byte") return make_byte_tokenizer();
+  SG_FAIL(path << ": unknown tokenizer kind \"" << kind
+               << "\"; hint: skillgraft_tokenizer.json holds \"sentencepiece_bpe\" or \"byte\"");
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
+  SG_CHECK(util::is_directory(model_dir), model_dir << ": not a directory; hint: pass a model directory");
+  std::string skillgraft_json = util::join_path(model_dir, detail::kSkillgraftTokenizerFile);
+  if (util::file_exists(skillgraft_json)) return load_skillgraft_tokenizer(skillgraft_json);
+  std::string hf_json = util::join_path(model_dir, "tokenizer.json");
+  if (util::file_exists(hf_json)) return load_hf_tokenizer_json(hf_json);
+  std::string vocab_json = util::join_path(model_dir, "vocab.json");
+  std::string merges_txt = util::join_path(model_dir, "merges.txt");
+  bool has_vocab = util::file_exists(vocab_json);
+  bool has_merges = util::file_exists(merges_txt);
+  if (has_vocab && has_merges) return load_gpt2_tokenizer(vocab_json, merges_txt);
+  SG_FAIL(model_dir << ": no tokenizer found (looked for " << detail::kSkillgraftTokenizerFile
+                    << ", tokenizer.json, vocab.json + merges.txt"
+                    << (has_vocab ? "; vocab.json is there but merges.txt is not" : "")
+                    << (has_merges ? "; merges.txt is there but vocab.json is not" : "")
+                    << "); hint: copy the tokenizer files of the model into the directory");
+}
+
+}  // namespace sg::io

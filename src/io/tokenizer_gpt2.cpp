@@ -1,1 +1,533 @@
-// placeholder
+// GPT-2 byte-level BPE: the regex pre-tokenizer (PCRE2), BPE by merge rank with a per-word cache,
+// and the loaders for vocab.json + merges.txt and HF tokenizer.json.
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <queue>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "io/tokenizer.h"
+#include "io/tokenizer_internal.h"
+#include "util/error.h"
+#include "util/file.h"
+
+namespace sg::io {
+
+namespace {
+
+// GPT-2's pattern with \s spelled out as JavaScript's \s (ECMAScript WhiteSpace + LineTerminator),
+// so that we split exactly like the gpt-3-encoder npm package our parity test compares against.
+// Differences from other GPT-2 implementations: Python's `regex` (OpenAI's encoder) and HF
+// tokenizers count U+0085 (NEL) as \s and U+FEFF (BOM) as not; JS, and so we, the other way round.
+// PCRE2's own UCP \s would also differ from JS on U+FEFF (and, depending on the version, U+0085).
+// \p{L} / \p{N} follow PCRE2's Unicode tables (14.0 in PCRE2 10.42), which can differ from the JS
+// engine's on code points assigned since.
+constexpr char kJsSpace[] =
+    R"(\t\n\x{0B}\f\r \x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}\x{FEFF})";
+
+std::string gpt2_pattern() {
+  const std::string space = kJsSpace;
+  return R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^)" + space + R"(\p{L}\p{N}]+|[)" + space +
+         "]+(?![^" + space + "])|[" + space + "]+";
+}
+
+std::string pcre2_error_text(int code) {
+  PCRE2_UCHAR buffer[256];
+  pcre2_get_error_message(code, buffer, sizeof(buffer));
+  return reinterpret_cast<const char*>(buffer);
+}
+
+// The compiled pattern, built once per process and read-only after that (pcre2_match is
+// thread-safe on shared code when each call has its own match data).
+class Gpt2Regex {
+ public:
+  Gpt2Regex() {
+    const std::string pattern = gpt2_pattern();
+    int error_code = 0;
+    PCRE2_SIZE error_offset = 0;
+    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), pattern.size(), PCRE2_UTF | PCRE2_UCP,
+                          &error_code, &error_offset, nullptr);
+    SG_CHECK(code_ != nullptr, "GPT-2 pre-tokenizer: PCRE2 cannot compile the pattern at offset "
+                                   << error_offset << ": " << pcre2_error_text(error_code));
+    pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE);  // optional: the interpreter is the fallback
+  }
+  ~Gpt2Regex() { pcre2_code_free(code_); }
+  Gpt2Regex(const Gpt2Regex&) = delete;
+  Gpt2Regex& operator=(const Gpt2Regex&) = delete;
+  const pcre2_code* code() const { return code_; }
+
+ private:
+  pcre2_code* code_ = nullptr;
+};
+
+const Gpt2Regex& gpt2_regex() {
+  static const Gpt2Regex regex;
+  return regex;
+}
+
+struct MatchDataDeleter {
+  void operator()(pcre2_match_data* data) const { pcre2_match_data_free(data); }
+};
+
+// Splits well-formed UTF-8 `run` by the pattern. Every code point matches some branch, so the
+// words tile the run; the gap and empty-match branches only guard against losing bytes.
+void split_valid_run(std::string_view run, pcre2_match_data* match_data, std::vector<std::string_view>& words) {
+  const pcre2_code* code = gpt2_regex().code();
+  const auto* subject = reinterpret_cast<PCRE2_SPTR>(run.data());
+  size_t offset = 0;
+  while (offset < run.size()) {
+    int rc = pcre2_match(code, subject, run.size(), offset, PCRE2_NO_UTF_CHECK, match_data, nullptr);
+    if (rc == PCRE2_ERROR_NOMATCH) {
+      words.push_back(run.substr(offset));
+      return;
+    }
+    SG_CHECK(rc >= 0, "GPT-2 pre-tokenizer: PCRE2 match failed: " << pcre2_error_text(rc));
+    const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(match_data);
+    size_t start = ovector[0];
+    size_t end = ovector[1];
+    if (start > offset) words.push_back(run.substr(offset, start - offset));
+    if (end == start) end = start + detail::utf8_sequence_length(run, start);
+    words.push_back(run.substr(start, end - start));
+    offset = end;
+  }
+}
+
+std::vector<std::string_view> pretokenize_views(std::string_view text) {
+  std::vector<std::string_view> words;
+  if (text.empty()) return words;
+  std::unique_ptr<pcre2_match_data, MatchDataDeleter> match_data(
+      pcre2_match_data_create_from_pattern(gpt2_regex().code(), nullptr));
+  SG_CHECK(match_data != nullptr, "GPT-2 pre-tokenizer: out of memory");
+  size_t run_start = 0;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t length = detail::utf8_sequence_length(text, pos);
+    if (length > 0) {
+      pos += length;
+      continue;
+    }
+    if (pos > run_start) split_valid_run(text.substr(run_start, pos - run_start), match_data.get(), words);
+    words.push_back(text.substr(pos, 1));  // an ill-formed byte is a word of its own
+    run_start = ++pos;
+  }
+  if (pos > run_start) split_valid_run(text.substr(run_start, pos - run_start), match_data.get(), words);
+  return words;
+}
+
+std::string byte_level_string(std::string_view bytes) {
+  const auto& table = detail::gpt2_byte_to_code_point();
+  std::string out;
+  for (char c : bytes) detail::append_utf8(out, table[static_cast<uint8_t>(c)]);
+  return out;
+}
+
+// The bytes a byte-level string stands for, or false when it holds a code point outside
+// bytes_to_unicode() (an added token such as "<|im_start|> x" whose text is literal).
+bool byte_level_bytes(const std::string& token, std::string& bytes) {
+  static const std::unordered_map<uint32_t, uint8_t> decoder = [] {
+    std::unordered_map<uint32_t, uint8_t> map;
+    const auto& table = detail::gpt2_byte_to_code_point();
+    for (int b = 0; b < 256; ++b) map.emplace(table[b], static_cast<uint8_t>(b));
+    return map;
+  }();
+  if (!detail::is_valid_utf8(token)) return false;
+  bytes.clear();
+  for (uint32_t code_point : detail::utf8_code_points(token)) {
+    auto it = decoder.find(code_point);
+    if (it == decoder.end()) return false;
+    bytes += static_cast<char>(it->second);
+  }
+  return true;
+}
+
+struct Gpt2Vocab {
+  std::vector<std::string> tokens;  // by id, as written in the vocabulary
+  std::vector<bool> literal;        // added tokens: their text is the bytes, not byte-level
+  std::vector<std::pair<std::string, std::string>> merges;  // by rank
+  // Where merge i came from, for error messages ("merges.txt:12").
+  std::function<std::string(size_t)> merge_origin;
+};
+
+struct MergeRule {
+  int32_t rank;
+  int32_t merged_id;
+};
+
+uint64_t pair_key(int32_t left, int32_t right) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
+}
+
+class Gpt2Tokenizer final : public Tokenizer {
+ public:
+  Gpt2Tokenizer(Gpt2Vocab vocab, const std::string& source)
+      : tokens_(std::move(vocab.tokens)), merges_(std::move(vocab.merges)) {
+    SG_CHECK(!tokens_.empty(), source << ": the vocabulary is empty");
+    SG_CHECK(tokens_.size() <= INT32_MAX, source << ": the vocabulary is too large");
+    token_bytes_.resize(tokens_.size());
+    std::vector<bool> byte_level(tokens_.size(), false);
+    for (size_t id = 0; id < tokens_.size(); ++id) {
+      ids_by_string_.emplace(tokens_[id], static_cast<int32_t>(id));
+      bool is_literal = id < vocab.literal.size() && vocab.literal[id];
+      byte_level[id] = !is_literal && byte_level_bytes(tokens_[id], token_bytes_[id]);
+      if (!byte_level[id]) token_bytes_[id] = tokens_[id];
+    }
+    const auto& table = detail::gpt2_byte_to_code_point();
+    for (int b = 0; b < 256; ++b) {
+      std::string name;
+      detail::append_utf8(name, table[b]);
+      auto it = ids_by_string_.find(name);
+      SG_CHECK(it != ids_by_string_.end() && byte_level[it->second],
+               source << ": no token for byte " << b << " (\"" << name
+                      << "\"); hint: not a byte-level BPE vocabulary (GPT-2 style)");
+      byte_ids_[b] = it->second;
+    }
+    for (size_t rank = 0; rank < merges_.size(); ++rank) {
+      const auto& [left, right] = merges_[rank];
+      auto origin = [&] { return vocab.merge_origin ? vocab.merge_origin(rank) : source; };
+      auto left_it = ids_by_string_.find(left);
+      auto right_it = ids_by_string_.find(right);
+      auto merged_it = ids_by_string_.find(left + right);
+      SG_CHECK(left_it != ids_by_string_.end(), origin() << ": merge \"" << left << " " << right << "\": \"" << left
+                                                         << "\" is not in the vocabulary");
+      SG_CHECK(right_it != ids_by_string_.end(), origin() << ": merge \"" << left << " " << right << "\": \""
+                                                          << right << "\" is not in the vocabulary");
+      SG_CHECK(merged_it != ids_by_string_.end(), origin() << ": merge \"" << left << " " << right << "\": \""
+                                                           << left + right << "\" is not in the vocabulary");
+      SG_CHECK(byte_level[left_it->second] && byte_level[right_it->second],
+               origin() << ": merge \"" << left << " " << right << "\" names a token that is not byte-level text");
+      // A repeated pair takes its later rank, as in OpenAI's encoder.py (a dict built in order).
+      merge_rules_[pair_key(left_it->second, right_it->second)] = {static_cast<int32_t>(rank), merged_it->second};
+    }
+    auto eos = ids_by_string_.find("<|endoftext|>");
+    eos_id_ = eos == ids_by_string_.end() ? -1 : eos->second;
+  }
+  Gpt2Tokenizer(const Gpt2Tokenizer&) = delete;
+  Gpt2Tokenizer& operator=(const Gpt2Tokenizer&) = delete;
+
+  std::string kind() const override { return "gpt2_bpe"; }
+  int64_t vocab_size() const override { return static_cast<int64_t>(tokens_.size()); }
+  int64_t bos_id() const override { return eos_id_; }
+  int64_t eos_id() const override { return eos_id_; }
+
+  // Special tokens such as <|endoftext|> in the text are encoded as plain text, as the npm
+  // package and OpenAI's encoder.py do: user text cannot inject control tokens.
+  std::vector<int64_t> encode(const std::string& text) const override {
+    std::vector<int64_t> ids;
+    for (std::string_view word : pretokenize_views(text)) encode_word(word, ids);
+    return ids;
+  }
+
+  std::string decode(const std::vector<int64_t>& ids) const override {
+    std::string text;
+    for (int64_t id : ids) {
+      detail::check_token_id(id, vocab_size(), "gpt2_bpe");
+      text += token_bytes_[id];
+    }
+    return text;
+  }
+
+  std::string token_bytes(int64_t previous, int64_t id) const override {
+    detail::check_token_id(id, vocab_size(), "gpt2_bpe");
+    return token_bytes_[id];
+  }
+
+  void save(const std::string& dir) const override;
+
+ private:
+  void encode_word(std::string_view word, std::vector<int64_t>& ids) const;
+  std::vector<int32_t> bpe(std::string_view word) const;
+
+  std::vector<std::string> tokens_;
+  std::vector<std::pair<std::string, std::string>> merges_;
+  std::vector<std::string> token_bytes_;  // what each id decodes to
+  std::unordered_map<std::string, int32_t> ids_by_string_;
+  std::unordered_map<uint64_t, MergeRule> merge_rules_;
+  std::array<int32_t, 256> byte_ids_{};
+  int64_t eos_id_ = -1;
+
+  // Words repeat a lot in text; their BPE result is cached. Bounded, and guarded for sharing
+  // between threads (the only mutable state of a loaded tokenizer).
+  static constexpr size_t kCacheMaxEntries = size_t{1} << 16;
+  static constexpr size_t kCacheMaxWordBytes = 64;
+  mutable std::mutex cache_mutex_;
+  mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;
+};
+
+void Gpt2Tokenizer::encode_word(std::string_view word, std::vector<int64_t>& ids) const {
+  if (word.size() == 1) {
+    ids.push_back(byte_ids_[static_cast<uint8_t>(word[0])]);
+    return;
+  }
+  const bool cacheable = word.size() <= kCacheMaxWordBytes;
+  if (cacheable) {
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    auto it = cache_.find(std::string(word));
+    if (it != cache_.end()) {
+      ids.insert(ids.end(), it->second.begin(), it->second.end());
+      return;
+    }
+  }
+  std::vector<int32_t> word_ids = bpe(word);
+  ids.insert(ids.end(), word_ids.begin(), word_ids.end());
+  if (cacheable) {
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    if (cache_.size() >= kCacheMaxEntries) cache_.clear();
+    cache_.emplace(std::string(word), std::move(word_ids));
+  }
+}
+
+// Lowest rank first, leftmost on ties; stale candidates (a side already merged) are skipped.
+// With a merges list in training order this equals encoder.py's "merge every occurrence of the
+// best pair, repeat", in O(n log n) rather than O(n^2) for long words.
+std::vector<int32_t> Gpt2Tokenizer::bpe(std::string_view word) const {
+  struct Symbol {
+    int32_t id;
+    int32_t prev;
+    int32_t next;
+    size_t length;  // bytes; 0 once absorbed into the left neighbour
+  };
+  struct Candidate {
+    int32_t rank;
+    int32_t left;  // symbol index; symbols stay in text order, so a smaller index is further left
+    int32_t right;
+    size_t left_length;
+    size_t right_length;
+    int32_t merged_id;
+  };
+  struct Order {
+    bool operator()(const Candidate& a, const Candidate& b) const {
+      if (a.rank != b.rank) return a.rank > b.rank;
+      return a.left > b.left;
+    }
+  };
+  const int32_t n = static_cast<int32_t>(word.size());
+  std::vector<Symbol> symbols(n);
+  for (int32_t i = 0; i < n; ++i) {
+    symbols[i] = {byte_ids_[static_cast<uint8_t>(word[i])], i - 1, i + 1 < n ? i + 1 : -1, 1};
+  }
+  std::priority_queue<Candidate, std::vector<Candidate>, Order> queue;
+  auto push_candidate = [&](int32_t left, int32_t right) {
+    if (left < 0 || right < 0) return;
+    auto it = merge_rules_.find(pair_key(symbols[left].id, symbols[right].id));
+    if (it == merge_rules_.end()) return;
+    queue.push({it->second.rank, left, right, symbols[left].length, symbols[right].length, it->second.merged_id});
+  };
+  for (int32_t i = 0; i + 1 < n; ++i) push_candidate(i, i + 1);
+  while (!queue.empty()) {
+    Candidate candidate = queue.top();
+    queue.pop();
+    Symbol& left = symbols[candidate.left];
+    Symbol& right = symbols[candidate.right];
+    if (left.length != candidate.left_length || right.length != candidate.right_length ||
+        left.next != candidate.right) {
+      continue;
+    }
+    left.id = candidate.merged_id;
+    left.length += right.length;
+    left.next = right.next;
+    if (right.next >= 0) symbols[right.next].prev = candidate.left;
+    right.length = 0;
+    push_candidate(left.prev, candidate.left);
+    push_candidate(candidate.left, left.next);
+  }
+  std::vector<int32_t> ids;
+  for (int32_t i = 0; i >= 0; i = symbols[i].next) ids.push_back(symbols[i].id);
+  return ids;
+}
+
+void Gpt2Tokenizer::save(const std::string& dir) const {
+  const std::string vocab_path = util::join_path(dir, "vocab.json");
+  // Written by hand in id order: an ordered_json object looks keys up linearly.
+  std::string vocab = "{";
+  std::unordered_map<std::string, size_t> written;
+  for (size_t id = 0; id < tokens_.size(); ++id) {
+    // Literal (added) tokens are written byte-level, so they read back as the same bytes.
+    std::string name = byte_level_string(token_bytes_[id]);
+    auto [it, inserted] = written.emplace(name, id);
+    SG_CHECK(inserted, vocab_path << ": cannot save: tokens " << it->second << " and " << id << " are both \"" << name
+                                  << "\"");
+    if (id > 0) vocab += ", ";
+    vocab += nlohmann::json(name).dump() + ": " + std::to_string(id);
+  }
+  vocab += "}";
+  std::string merges = "#version: 0.2\n";
+  for (const auto& [left, right] : merges_) merges += left + " " + right + "\n";
+  util::make_directories(dir);
+  util::write_file_atomic(vocab_path, vocab + "\n");
+  util::write_file_atomic(util::join_path(dir, "merges.txt"), merges);
+}
+
+// Orders (token, id) pairs into a table by id; ids must be exactly 0..N-1.
+std::vector<std::string> tokens_by_id(const std::vector<std::pair<std::string, int64_t>>& entries,
+                                      const std::string& path) {
+  std::vector<std::string> tokens(entries.size());
+  std::vector<bool> seen(entries.size(), false);
+  for (const auto& [token, id] : entries) {
+    SG_CHECK(id >= 0 && id < static_cast<int64_t>(entries.size()),
+             path << ": token \"" << token << "\" has id " << id << ", outside 0.." << entries.size() - 1
+                  << "; hint: ids must number the " << entries.size() << " tokens from 0 without gaps");
+    SG_CHECK(!seen[id], path << ": id " << id << " is given to both \"" << tokens[id] << "\" and \"" << token << "\"");
+    seen[id] = true;
+    tokens[id] = token;
+  }
+  return tokens;
+}
+
+std::vector<std::pair<std::string, int64_t>> vocab_entries(const nlohmann::json& vocab, const std::string& path,
+                                                           const std::string& where) {
+  SG_CHECK(vocab.is_object(), path << ": " << where << " must be a JSON object of token -> id");
+  std::vector<std::pair<std::string, int64_t>> entries;
+  entries.reserve(vocab.size());
+  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+    entries.emplace_back(it.key(), detail::json_int(it.value(), path, where + "[\"" + it.key() + "\"]"));
+  }
+  return entries;
+}
+
+// "a b" -> {a, b}; false unless exactly two non-empty parts.
+bool split_merge(const std::string& line, std::pair<std::string, std::string>& merge) {
+  size_t space = line.find(' ');
+  if (space == std::string::npos || space == 0 || space + 1 == line.size()) return false;
+  if (line.find(' ', space + 1) != std::string::npos) return false;
+  merge = {line.substr(0, space), line.substr(space + 1)};
+  return true;
+}
+
+}  // namespace
+
+namespace detail {
+
+const std::array<uint32_t, 256>& gpt2_byte_to_code_point() {
+  // Bytes that are printable Latin-1 stand for themselves; the rest take 256, 257, ... in order.
+  static const std::array<uint32_t, 256> table = [] {
+    std::array<uint32_t, 256> t{};
+    uint32_t next = 256;
+    for (uint32_t b = 0; b < 256; ++b) {
+      bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+      t[b] = printable ? b : next++;
+    }
+    return t;
+  }();
+  return table;
+}
+
+std::vector<std::string> gpt2_pretokenize(std::string_view text) {
+  std::vector<std::string> words;
+  for (std::string_view word : pretokenize_views(text)) words.emplace_back(word);
+  return words;
+}
+
+}  // namespace detail
+
+std::unique_ptr<Tokenizer> load_gpt2_tokenizer(const std::string& vocab_json, const std::string& merges_txt) {
+  nlohmann::json vocab_root = detail::read_json_file(vocab_json);
+  Gpt2Vocab vocab;
+  vocab.tokens = tokens_by_id(vocab_entries(vocab_root, vocab_json, "the top level"), vocab_json);
+
+  const std::string text = util::read_file(merges_txt);
+  std::vector<size_t> lines;
+  size_t line_number = 0;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(pos, end - pos);
+    pos = end + 1;
+    ++line_number;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || (line_number == 1 && line.rfind("#version", 0) == 0)) continue;
+    std::pair<std::string, std::string> merge;
+    SG_CHECK(split_merge(line, merge), merges_txt << ":" << line_number << ": expected \"<left> <right>\", got \""
+                                                  << line << "\"; hint: is this a BPE merges.txt?");
+    vocab.merges.push_back(std::move(merge));
+    lines.push_back(line_number);
+  }
+  vocab.merge_origin = [&](size_t rank) { return merges_txt + ":" + std::to_string(lines[rank]); };
+  return std::make_unique<Gpt2Tokenizer>(std::move(vocab), vocab_json);
+}
+
+std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path) {
+  const nlohmann::json root = detail::read_json_file(path);
+  const std::string hint = "; hint: only GPT-2-style byte-level BPE tokenizer.json files are supported";
+  const nlohmann::json& model = detail::json_member(root, "model", path, "top level");
+  const std::string type = detail::json_string(detail::json_member(model, "type", path, "\"model\""), path, "model.type");
+  SG_CHECK(type == "BPE", path << ": model.type is \"" << type << "\", expected \"BPE\"" << hint);
+
+  // Everything that would make this tokenizer behave differently from GPT-2's is refused, not ignored.
+  auto is_set = [](const nlohmann::json& object, const char* key) {
+    auto it = object.find(key);
+    return it != object.end() && !it->is_null() && *it != false && *it != "";
+  };
+  SG_CHECK(!is_set(model, "byte_fallback"), path << ": model.byte_fallback is set (a SentencePiece-style BPE)" << hint);
+  SG_CHECK(!is_set(model, "continuing_subword_prefix") && !is_set(model, "end_of_word_suffix"),
+           path << ": model has a subword prefix/suffix" << hint);
+  SG_CHECK(!is_set(model, "ignore_merges"), path << ": model.ignore_merges is set" << hint);
+  SG_CHECK(!is_set(root, "normalizer"), path << ": has a normalizer" << hint);
+  const nlohmann::json& pre_tokenizer = detail::json_member(root, "pre_tokenizer", path, "top level");
+  std::string pre_type = pre_tokenizer.is_object() && pre_tokenizer.contains("type") ? pre_tokenizer["type"].dump() : "none";
+  SG_CHECK(pre_type == "\"ByteLevel\"", path << ": pre_tokenizer is " << pre_type << ", expected \"ByteLevel\"" << hint);
+  SG_CHECK(!is_set(pre_tokenizer, "add_prefix_space"), path << ": pre_tokenizer.add_prefix_space is set" << hint);
+  auto use_regex = pre_tokenizer.find("use_regex");
+  SG_CHECK(use_regex == pre_tokenizer.end() || *use_regex == true, path << ": pre_tokenizer.use_regex is false" << hint);
+
+  std::vector<std::pair<std::string, int64_t>> entries =
+      vocab_entries(detail::json_member(model, "vocab", path, "\"model\""), path, "model.vocab");
+  const size_t model_vocab_size = entries.size();
+  std::vector<bool> literal;
+  auto added = root.find("added_tokens");
+  if (added != root.end() && !added->is_null()) {
+    SG_CHECK(added->is_array(), path << ": \"added_tokens\" must be an array");
+    std::unordered_map<int64_t, std::string> model_tokens;
+    for (const auto& [token, id] : entries) model_tokens.emplace(id, token);
+    for (size_t i = 0; i < added->size(); ++i) {
+      const std::string where = "added_tokens[" + std::to_string(i) + "]";
+      const nlohmann::json& entry = (*added)[i];
+      int64_t id = detail::json_int(detail::json_member(entry, "id", path, where), path, where + ".id");
+      std::string content = detail::json_string(detail::json_member(entry, "content", path, where), path, where + ".content");
+      auto existing = model_tokens.find(id);
+      if (existing != model_tokens.end()) {
+        SG_CHECK(existing->second == content, path << ": " << where << " gives id " << id << " to \"" << content
+                                                   << "\" but model.vocab gives it to \"" << existing->second << "\"");
+        continue;
+      }
+      model_tokens.emplace(id, content);
+      entries.emplace_back(content, id);
+    }
+  }
+  Gpt2Vocab vocab;
+  vocab.tokens = tokens_by_id(entries, path);
+  // Added tokens not in model.vocab carry their text as it is (HF: "content"), not byte-level.
+  vocab.literal.assign(vocab.tokens.size(), false);
+  for (size_t i = model_vocab_size; i < entries.size(); ++i) vocab.literal[entries[i].second] = true;
+
+  const nlohmann::json& merges = detail::json_member(model, "merges", path, "\"model\"");
+  SG_CHECK(merges.is_array(), path << ": model.merges must be an array");
+  vocab.merges.reserve(merges.size());
+  for (size_t i = 0; i < merges.size(); ++i) {
+    const nlohmann::json& merge = merges[i];
+    std::pair<std::string, std::string> parts;
+    if (merge.is_string()) {
+      SG_CHECK(split_merge(merge.get<std::string>(), parts),
+               path << ": model.merges[" << i << "] is \"" << merge.get<std::string>() << "\", expected \"<left> <right>\"");
+    } else {
+      SG_CHECK(merge.is_array() && merge.size() == 2 && merge[0].is_string() && merge[1].is_string(),
+               path << ": model.merges[" << i << "] is " << merge.dump() << ", expected \"<left> <right>\" or [\"<left>\", \"<right>\"]");
+      parts = {merge[0].get<std::string>(), merge[1].get<std::string>()};
+    }
+    vocab.merges.push_back(std::move(parts));
+  }
+  vocab.merge_origin = [&](size_t rank) { return path + ": model.merges[" + std::to_string(rank) + "]"; };
+  return std::make_unique<Gpt2Tokenizer>(std::move(vocab), path);
+}
+
+}  // namespace sg::io

@@ -1,0 +1,85 @@
+// Private to src/io: what the tokenizer kinds share (UTF-8 scanning, JSON field access, the
+// skillgraft_tokenizer.json constants) and the constructors load_tokenizer() dispatches to.
+// Not part of the public API; tests include it to check the pieces on their own.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "io/tokenizer.h"
+
+namespace sg::io::detail {
+
+constexpr char kSkillgraftTokenizerFile[] = "skillgraft_tokenizer.json";
+constexpr char kSkillgraftTokenizerFormat[] = "skillgraft.tokenizer";
+constexpr int64_t kSkillgraftTokenizerVersion = 1;
+
+// ---- UTF-8 ----
+
+// Length (1..4) of the well-formed UTF-8 sequence starting at text[pos], or 0 when none starts
+// there. Well-formed as in RFC 3629 / Unicode table 3-7: no overlong forms, no surrogates
+// (U+D800..U+DFFF), nothing above U+10FFFF, no truncated sequences.
+size_t utf8_sequence_length(std::string_view text, size_t pos);
+bool is_valid_utf8(std::string_view text);
+void append_utf8(std::string& out, uint32_t code_point);
+// Decodes well-formed UTF-8 (checked by the caller) into code points.
+std::vector<uint32_t> utf8_code_points(std::string_view text);
+
+// ---- JSON ----
+
+// Parses a whole JSON file; throws naming the file on a read or syntax error.
+nlohmann::json read_json_file(const std::string& path);
+// The member `key` of object `object`; throws "<path>: <where>: missing "<key>"" when absent.
+const nlohmann::json& json_member(const nlohmann::json& object, const std::string& key,
+                                  const std::string& path, const std::string& where);
+int64_t json_int(const nlohmann::json& value, const std::string& path, const std::string& what);
+std::string json_string(const nlohmann::json& value, const std::string& path,
+                        const std::string& what);
+
+// Checks format, version and returns kind of a skillgraft_tokenizer.json root object.
+std::string check_skillgraft_header(const nlohmann::json& root, const std::string& path);
+
+// ---- Tokenizer ids ----
+
+// Throws unless 0 <= id < vocab_size, naming the kind.
+void check_token_id(int64_t id, int64_t vocab_size, const char* kind);
+
+// ---- SentencePiece-style BPE (tokenizer_sentencepiece.cpp) ----
+
+struct SentencePieceModel {
+  // Piece bytes as text produces them: a space is ' ', never U+2581 ("▁"). Byte-fallback pieces
+  // are named "<0xNN>" (uppercase hex).
+  std::vector<std::string> pieces;
+  std::vector<float> scores;
+  int64_t bos_id = -1;
+  int64_t eos_id = -1;
+  int64_t unk_id = -1;
+  bool add_dummy_prefix = true;
+};
+
+// Validates the model (every error names `source`) and builds the tokenizer.
+std::unique_ptr<Tokenizer> make_sentencepiece_tokenizer(SentencePieceModel model,
+                                                        const std::string& source);
+// The kind-specific part of a skillgraft_tokenizer.json whose kind is "sentencepiece_bpe".
+std::unique_ptr<Tokenizer> sentencepiece_from_json(const nlohmann::json& root,
+                                                   const std::string& path);
+
+// ---- GPT-2 byte-level BPE (tokenizer_gpt2.cpp) ----
+
+// GPT-2's bytes_to_unicode(): the printable code point that stands for each byte in vocab and
+// merges strings.
+const std::array<uint32_t, 256>& gpt2_byte_to_code_point();
+// The GPT-2 pre-tokenizer: splits text into the words BPE runs on. Well-formed UTF-8 runs are
+// split by GPT-2's regex; every byte of ill-formed UTF-8 becomes a word of its own. The words
+// concatenate back to `text` exactly.
+std::vector<std::string> gpt2_pretokenize(std::string_view text);
+
+}  // namespace sg::io::detail
