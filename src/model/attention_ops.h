@@ -32,11 +32,19 @@ class RopeTable {
 // x: (B, heads, T, D), cos/sin: (T, D) -> (B, heads, T, D); x*cos + rotate_half(x)*sin.
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 
-// Additive mask (T, past + T) for T new positions after `past` cached ones: 0 where query i may
-// see key j (j <= past + i, and within `sliding_window` when > 0), -inf elsewhere. Undefined when
-// nothing would be masked (a single new token without a binding window).
-at::Tensor causal_mask(int64_t length, int64_t past, int64_t sliding_window, at::ScalarType dtype,
-                       at::Device device);
+// Causal (optionally sliding-window) attention of T new queries over S = past + T positions.
+// q: (B, KV, R, T, D), already scaled by 1/sqrt(D) (R query heads share each of KV key/value
+// heads); k, v: (B, KV, S, D) -> (B, KV, R, T, D).
+// Queries are processed in blocks that see only the keys they may attend to, so masked scores
+// are mostly never computed and each block's scores stay cache-sized.
+at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            int64_t sliding_window);
+
+// Additive mask (rows, span) for queries at absolute positions [first_query, first_query + rows)
+// over keys at [key_begin, key_begin + span): 0 where query i may see key j (j <= i, and
+// j > i - sliding_window when sliding_window > 0), -inf elsewhere. Undefined when nothing is masked.
+at::Tensor attention_mask(int64_t rows, int64_t first_query, int64_t key_begin, int64_t span,
+                          int64_t sliding_window, at::ScalarType dtype, at::Device device);
 
 // Stores k, v: (B, KV, T, D) at positions [length, length + T) of layer `layer` of the cache and
 // returns that layer's keys and values for positions [0, length + T). Does not advance length.

@@ -15,17 +15,14 @@ Gpt2AttentionImpl::Gpt2AttentionImpl(const ModelConfig& c)
   c_proj = register_module("c_proj", Conv1D(c.hidden_size, c.hidden_size));
 }
 
-torch::Tensor Gpt2AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& mask,
-                                         KVCache* cache, int64_t layer) {
+torch::Tensor Gpt2AttentionImpl::forward(const torch::Tensor& x, KVCache* cache, int64_t layer) {
   const int64_t B = x.size(0), T = x.size(1), H = num_heads_, D = head_dim_;
   std::vector<torch::Tensor> qkv = c_attn(x).view({B, T, 3, H, D}).unbind(2);  // 3 x (B, T, H, D)
   torch::Tensor q = qkv[0].transpose(1, 2) * (1.0 / std::sqrt(static_cast<double>(D)));
   torch::Tensor k = qkv[1].transpose(1, 2);  // (B, H, T, D)
   torch::Tensor v = qkv[2].transpose(1, 2);
   if (cache != nullptr) std::tie(k, v) = kv_cache_append(*cache, layer, k, v);
-  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1));  // (B, H, T, S)
-  if (mask.defined()) scores = scores + mask;
-  torch::Tensor out = torch::matmul(torch::softmax(scores, -1), v);  // (B, H, T, D)
+  torch::Tensor out = causal_attention(q.unsqueeze(2), k, v, 0).squeeze(2);  // (B, H, T, D)
   return c_proj(out.transpose(1, 2).reshape({B, T, H * D}));
 }
 
@@ -45,9 +42,8 @@ Gpt2BlockImpl::Gpt2BlockImpl(const ModelConfig& c) {
   mlp = register_module("mlp", Gpt2MLP(c));
 }
 
-torch::Tensor Gpt2BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& mask,
-                                     KVCache* cache, int64_t layer) {
-  torch::Tensor h = x + attn(ln_1(x), mask, cache, layer);
+torch::Tensor Gpt2BlockImpl::forward(const torch::Tensor& x, KVCache* cache, int64_t layer) {
+  torch::Tensor h = x + attn(ln_1(x), cache, layer);
   return h + mlp(ln_2(h));
 }
 
@@ -76,9 +72,8 @@ torch::Tensor Gpt2LMHeadModel::forward(const torch::Tensor& tokens, KVCache* cac
                        << config_.max_positions << "; hint: shorten the input");
   torch::Tensor positions = torch::arange(past, past + T, tokens.options().dtype(torch::kLong));
   torch::Tensor h = transformer->wte(tokens) + transformer->wpe(positions);  // (B, T, C)
-  torch::Tensor mask = causal_mask(T, past, 0, h.scalar_type(), h.device());
   for (size_t i = 0; i < blocks_.size(); ++i) {
-    h = blocks_[i]->forward(h, mask, cache, static_cast<int64_t>(i));
+    h = blocks_[i]->forward(h, cache, static_cast<int64_t>(i));
   }
   if (cache != nullptr) cache->length = past + T;
   return torch::linear(transformer->ln_f(h), transformer->wte->weight);  // (B, T, V)

@@ -14,8 +14,8 @@ namespace sg::model {
 class Gpt2AttentionImpl : public torch::nn::Module {
  public:
   explicit Gpt2AttentionImpl(const ModelConfig& config);
-  // x: (B, T, C), mask: (T, S) additive or undefined -> (B, T, C)
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask, KVCache* cache, int64_t layer);
+  // x: (B, T, C) -> (B, T, C)
+  torch::Tensor forward(const torch::Tensor& x, KVCache* cache, int64_t layer);
   Conv1D c_attn{nullptr}, c_proj{nullptr};
 
  private:
@@ -36,7 +36,7 @@ class Gpt2BlockImpl : public torch::nn::Module {
  public:
   explicit Gpt2BlockImpl(const ModelConfig& config);
   // x: (B, T, C) -> (B, T, C)
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask, KVCache* cache, int64_t layer);
+  torch::Tensor forward(const torch::Tensor& x, KVCache* cache, int64_t layer);
   LayerNorm ln_1{nullptr}, ln_2{nullptr};
   Gpt2Attention attn{nullptr};
   Gpt2MLP mlp{nullptr};

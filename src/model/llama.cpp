@@ -9,7 +9,8 @@
 namespace sg::model {
 
 LlamaAttentionImpl::LlamaAttentionImpl(const ModelConfig& c)
-    : num_heads_(c.num_heads), num_kv_heads_(c.num_kv_heads), head_dim_(c.head_dim) {
+    : num_heads_(c.num_heads), num_kv_heads_(c.num_kv_heads), head_dim_(c.head_dim),
+      sliding_window_(c.sliding_window) {
   int64_t q_dim = c.num_heads * c.head_dim, kv_dim = c.num_kv_heads * c.head_dim;
   q_proj = register_module("q_proj", Linear(c.hidden_size, q_dim, c.attention_qkv_bias));
   k_proj = register_module("k_proj", Linear(c.hidden_size, kv_dim, c.attention_qkv_bias));
@@ -18,8 +19,7 @@ LlamaAttentionImpl::LlamaAttentionImpl(const ModelConfig& c)
 }
 
 torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
-                                          const torch::Tensor& sin, const torch::Tensor& mask,
-                                          KVCache* cache, int64_t layer) {
+                                          const torch::Tensor& sin, KVCache* cache, int64_t layer) {
   // H query heads share each of KV key/value heads in groups of R = H / KV; D = head_dim.
   const int64_t B = x.size(0), T = x.size(1), H = num_heads_, KV = num_kv_heads_, D = head_dim_;
   const int64_t R = H / KV;
@@ -29,13 +29,7 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
   q = apply_rope(q, cos, sin) * (1.0 / std::sqrt(static_cast<double>(D)));
   k = apply_rope(k, cos, sin);
   if (cache != nullptr) std::tie(k, v) = kv_cache_append(*cache, layer, k, v);
-  const int64_t S = k.size(2);
-  // Group the query heads of one KV head into rows, so keys and values are never copied R times.
-  torch::Tensor grouped = q.reshape({B, KV, R * T, D});
-  torch::Tensor scores = torch::matmul(grouped, k.transpose(-2, -1));  // (B, KV, R*T, S)
-  if (mask.defined()) scores = (scores.view({B, KV, R, T, S}) + mask).view({B, KV, R * T, S});
-  torch::Tensor probs = torch::softmax(scores, -1);
-  torch::Tensor out = torch::matmul(probs, v);  // (B, KV, R*T, D)
+  torch::Tensor out = causal_attention(q.view({B, KV, R, T, D}), k, v, sliding_window_);  // (B, KV, R, T, D)
   out = out.view({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
   return o_proj(out);
 }
@@ -59,9 +53,8 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const ModelConfig& c) {
 }
 
 torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
-                                             const torch::Tensor& sin, const torch::Tensor& mask,
-                                             KVCache* cache, int64_t layer) {
-  torch::Tensor h = x + self_attn(input_layernorm(x), cos, sin, mask, cache, layer);
+                                             const torch::Tensor& sin, KVCache* cache, int64_t layer) {
+  torch::Tensor h = x + self_attn(input_layernorm(x), cos, sin, cache, layer);
   return h + mlp(post_attention_layernorm(h));
 }
 
@@ -94,9 +87,8 @@ torch::Tensor LlamaForCausalLM::forward(const torch::Tensor& tokens, KVCache* ca
   torch::Tensor h = model->embed_tokens(tokens);  // (B, T, C)
   torch::Tensor cos, sin;
   std::tie(cos, sin) = rope_.slice(past, T, h.scalar_type(), h.device());
-  torch::Tensor mask = causal_mask(T, past, config_.sliding_window, h.scalar_type(), h.device());
   for (size_t i = 0; i < layer_list_.size(); ++i) {
-    h = layer_list_[i]->forward(h, cos, sin, mask, cache, static_cast<int64_t>(i));
+    h = layer_list_[i]->forward(h, cos, sin, cache, static_cast<int64_t>(i));
   }
   if (cache != nullptr) cache->length = past + T;
   h = model->norm(h);

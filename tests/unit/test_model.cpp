@@ -104,6 +104,44 @@ TEST(Model, CausalMaskIsCausal) {
   EXPECT_EQ(max_abs_diff(model->forward(tokens).narrow(1, 0, 6), model->forward(changed).narrow(1, 0, 6)), 0.0);
 }
 
+TEST(Attention, BlockedCausalAttentionMatchesNaiveLoops) {
+  // Reference: plain loops over query i (absolute position past + i) and visible keys j.
+  const int64_t B = 2, KV = 2, R = 3, D = 4;
+  for (int64_t window : {0, 5, 40}) {
+    for (auto [T, past] : std::vector<std::pair<int64_t, int64_t>>{{1, 0}, {1, 30}, {50, 0}, {37, 20}, {300, 0}}) {
+      const int64_t S = past + T;
+      torch::Tensor q = torch::randn({B, KV, R, T, D}, torch::kDouble);
+      torch::Tensor k = torch::randn({B, KV, S, D}, torch::kDouble);
+      torch::Tensor v = torch::randn({B, KV, S, D}, torch::kDouble);
+      torch::Tensor got = sg::model::causal_attention(q, k, v, window);
+      torch::Tensor expected = torch::zeros_like(got);
+      auto qa = q.accessor<double, 5>();
+      auto ka = k.accessor<double, 4>(), va = v.accessor<double, 4>();
+      auto ea = expected.accessor<double, 5>();
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t g = 0; g < KV; ++g)
+          for (int64_t r = 0; r < R; ++r)
+            for (int64_t i = 0; i < T; ++i) {
+              const int64_t pos = past + i;
+              std::vector<double> weights;
+              double top = -1e300;
+              for (int64_t j = 0; j <= pos; ++j) {
+                if (window > 0 && j <= pos - window) { weights.push_back(-1e300); continue; }
+                double dot = 0;
+                for (int64_t d = 0; d < D; ++d) dot += qa[b][g][r][i][d] * ka[b][g][j][d];
+                weights.push_back(dot);
+                top = std::max(top, dot);
+              }
+              double total = 0;
+              for (double& w : weights) total += (w = w == -1e300 ? 0 : std::exp(w - top));
+              for (int64_t j = 0; j <= pos; ++j)
+                for (int64_t d = 0; d < D; ++d) ea[b][g][r][i][d] += weights[j] / total * va[b][g][j][d];
+            }
+      EXPECT_LT(max_abs_diff(got, expected), 1e-10) << "T=" << T << " past=" << past << " window=" << window;
+    }
+  }
+}
+
 TEST(Model, TiedLlamaHasNoSeparateHead) {
   auto model = random_model(tiny_llama(false, true), 1);
   auto sd = sg::model::model_state_dict(*model);
