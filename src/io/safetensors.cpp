@@ -495,33 +495,38 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   return file;
 }
 
-bool SafetensorsFile::contains(const std::string& name) const {
+const TensorEntry* SafetensorsFile::find(const std::string& name) const {
   auto it = std::lower_bound(index_by_name_order_.begin(), index_by_name_order_.end(), name,
                              [&](size_t i, const std::string& key) { return entries_[i].name < key; });
-  return it != index_by_name_order_.end() && entries_[*it].name == name;
+  if (it == index_by_name_order_.end() || entries_[*it].name != name) return nullptr;
+  return &entries_[*it];
 }
 
+bool SafetensorsFile::contains(const std::string& name) const { return find(name) != nullptr; }
+
 const TensorEntry& SafetensorsFile::entry(const std::string& name) const {
-  auto it = std::lower_bound(index_by_name_order_.begin(), index_by_name_order_.end(), name,
-                             [&](size_t i, const std::string& key) { return entries_[i].name < key; });
-  SG_CHECK(it != index_by_name_order_.end() && entries_[*it].name == name,
-           path_ << ": no tensor named " << quote(name) << "; hint: the file holds "
-                 << entries_.size() << " tensors; list them with `skillgraft inspect`");
-  return entries_[*it];
+  const TensorEntry* found = find(name);
+  SG_CHECK(found != nullptr, path_ << ": no tensor named " << quote(name)
+                                   << "; hint: the file holds " << entries_.size()
+                                   << " tensors; list them with `skillgraft inspect`");
+  return *found;
+}
+
+uint8_t* SafetensorsFile::data_of(const TensorEntry& e) const {
+  return mapped_->data() + data_start_ + e.begin;
 }
 
 bool SafetensorsFile::is_zero_copy(const std::string& name) const {
   const TensorEntry& e = entry(name);
   if (e.end == e.begin) return false;  // nothing to view: get() returns a fresh empty tensor
-  const uint8_t* data = mapped_->data() + data_start_ + e.begin;
-  return reinterpret_cast<uintptr_t>(data) % c10::elementSize(e.scalar_type) == 0;
+  return reinterpret_cast<uintptr_t>(data_of(e)) % c10::elementSize(e.scalar_type) == 0;
 }
 
 at::Tensor SafetensorsFile::get(const std::string& name) const {
   const TensorEntry& e = entry(name);
   const at::TensorOptions options = at::TensorOptions().dtype(e.scalar_type).device(at::kCPU);
   if (e.end == e.begin) return at::empty(e.shape, options);
-  uint8_t* data = mapped_->data() + data_start_ + e.begin;
+  uint8_t* data = data_of(e);
   if (e.scalar_type == at::kBool) {
     // Any byte but 0 or 1 in a bool tensor is undefined behaviour in LibTorch's kernels.
     SG_CHECK(std::all_of(data, data + (e.end - e.begin), [](uint8_t b) { return b <= 1; }),
@@ -613,14 +618,17 @@ void save_safetensors_dir(const std::string& dir, const StateDict& tensors,
   }
 
   // Remove what an earlier save left that this one did not write, so loading cannot mix them.
+  // Listed first, removed after: removing while iterating a directory is unspecified.
+  std::vector<std::string> stale;
   std::error_code ec;
   for (const auto& item : std::filesystem::directory_iterator(dir, ec)) {
     const std::string name = item.path().filename().string();
     bool ours = name == kSingleFileName || name == kIndexFileName || is_shard_file_name(name);
-    if (ours && written.count(name) == 0) remove_file(item.path().string());
+    if (ours && written.count(name) == 0) stale.push_back(item.path().string());
   }
   SG_CHECK(!ec, dir << ": cannot list directory (" << ec.message()
                     << "); hint: is the directory readable?");
+  for (const std::string& path : stale) remove_file(path);
 }
 
 }  // namespace sg::io

@@ -61,6 +61,9 @@ class SafetensorsFile {
   bool is_zero_copy(const std::string& name) const;
 
  private:
+  const TensorEntry* find(const std::string& name) const;  // nullptr if absent
+  uint8_t* data_of(const TensorEntry& entry) const;        // the entry's bytes in the mapping
+
   std::string path_;
   std::shared_ptr<util::MappedFile> mapped_;
   uint64_t data_start_ = 0;  // 8 + header length
