@@ -318,6 +318,10 @@ std::string header_bytes(const std::string& where, const std::vector<PlannedTens
                   << "); hint: tensor names and metadata must be valid UTF-8");
   }
   text.append((8 - text.size() % 8) % 8, ' ');
+  SG_CHECK(text.size() <= kSafetensorsMaxHeaderBytes,
+           where << ": the header would be " << text.size() << " bytes, over the "
+                 << kSafetensorsMaxHeaderBytes << "-byte limit readers enforce; hint: too many "
+                                                  "tensors or too much metadata for one file; shard it");
   return u64_le_bytes(text.size()) + text;
 }
 

@@ -479,6 +479,16 @@ TEST(SafetensorsWrite, NamesMustBeValidUtf8) {
   EXPECT_THROW(sg::io::serialize_safetensors(tensors), sg::Error);
 }
 
+TEST(SafetensorsWrite, RefusesAHeaderReadersWouldReject) {
+  Metadata metadata{{"blob", std::string(100ull * 1000 * 1000, 'x')}};
+  try {
+    sg::io::serialize_safetensors(StateDict(), metadata);
+    FAIL() << "expected sg::Error";
+  } catch (const sg::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("limit"), std::string::npos) << e.what();
+  }
+}
+
 // ---- sharded directories ----
 
 StateDict five_tensors() {
