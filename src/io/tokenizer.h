@@ -21,7 +21,9 @@ class Tokenizer {
   // where the kind allows it).
   virtual std::vector<int64_t> encode(const std::string& text) const = 0;
   // Ids -> text. Throws sg::Error for an id outside [0, vocab_size).
-  // decode(encode(s)) == s for every UTF-8 string s.
+  // decode(encode(s)) == s for every UTF-8 string s (every kind here: for every byte string).
+  // sentencepiece_bpe: BOS/EOS decode to nothing, and the dummy-prefix space of the first token
+  // (or of a token after BOS) is dropped. gpt2_bpe: special tokens decode to their text.
   virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
   // The bytes of one token, as decode would emit them after `previous` (-1: none). For streaming.
   virtual std::string token_bytes(int64_t previous, int64_t id) const = 0;
@@ -33,6 +35,7 @@ class Tokenizer {
   virtual void save(const std::string& dir) const = 0;
 };
 
+// Files and formats: docs/formats.md, "Tokenizers".
 // The tokenizer of a model directory, by the first file present:
 // skillgraft_tokenizer.json, tokenizer.json (BPE, byte-level), vocab.json + merges.txt.
 // Throws naming the directory and the files looked for when none is there.

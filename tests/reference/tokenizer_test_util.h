@@ -120,7 +120,7 @@ inline std::string printable(const std::string& text) {
   return out + "\"";
 }
 
-// ---- A tiny GPT-2 style vocabulary: byte b is id b, then 10 merges and <|endoftext|> ----
+// ---- A tiny GPT-2 style vocabulary: byte b is id b, then 11 merges and <|endoftext|> ----
 
 // GPT-2's bytes_to_unicode(), written from OpenAI's encoder.py.
 inline std::string byte_char(int byte) {
@@ -149,7 +149,8 @@ inline std::string byte_char(int byte) {
 inline std::vector<std::pair<std::string, std::string>> tiny_gpt2_merges() {
   const std::string G = byte_char(' ');
   return {{G, "t"},       {"h", "e"},  {G + "t", "he"},  {"i", "s"},     {G, "is"},
-          {"t", "h"},     {"th", "is"}, {G + "t", "h"}, {G + "th", "is"}, {"'", "s"}};
+          {"t", "h"},     {"th", "is"}, {G + "t", "h"}, {G + "th", "is"}, {"'", "s"},
+          {"o", "o"}};
 }
 
 inline nlohmann::json tiny_gpt2_vocab() {
@@ -157,7 +158,7 @@ inline nlohmann::json tiny_gpt2_vocab() {
   for (int b = 0; b < 256; ++b) vocab[byte_char(b)] = b;
   int id = 256;
   for (const auto& [left, right] : tiny_gpt2_merges()) vocab[left + right] = id++;
-  vocab["<|endoftext|>"] = id;  // 266
+  vocab["<|endoftext|>"] = id;  // 267
   return vocab;
 }
 
@@ -173,7 +174,7 @@ inline nlohmann::json tiny_gpt2_tokenizer_json(bool pair_merges) {
   root["truncation"] = nullptr;
   root["padding"] = nullptr;
   root["added_tokens"] = nlohmann::json::array();
-  root["added_tokens"].push_back({{"id", 266}, {"content", "<|endoftext|>"}, {"single_word", false},
+  root["added_tokens"].push_back({{"id", 267}, {"content", "<|endoftext|>"}, {"single_word", false},
                                   {"lstrip", false}, {"rstrip", false}, {"normalized", true}, {"special", true}});
   root["normalizer"] = nullptr;
   root["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};

@@ -30,7 +30,7 @@ namespace tt = sg::test::tokenizer;
 // ---------------------------------------------------------------------------------------------
 // UTF-8 scanning
 
-TEST(Utf8, SequenceLengths) {
+TEST(TokenizerUtf8, SequenceLengths) {
   using sg::io::detail::utf8_sequence_length;
   EXPECT_EQ(utf8_sequence_length("a", 0), 1u);
   EXPECT_EQ(utf8_sequence_length("\xC3\xA9", 0), 2u);              // é
@@ -102,7 +102,7 @@ std::unique_ptr<Tokenizer> tiny_sp(bool add_dummy_prefix = true) {
   return sg::io::load_tokenizer(dir);
 }
 
-TEST(SentencePiece, TinyVocabularyHandComputed) {
+TEST(SentencePieceTokenizer, TinyVocabularyHandComputed) {
   auto tok = tiny_sp();
   EXPECT_EQ(tok->kind(), "sentencepiece_bpe");
   EXPECT_EQ(tok->vocab_size(), 270);
@@ -130,7 +130,7 @@ TEST(SentencePiece, TinyVocabularyHandComputed) {
   EXPECT_EQ(tok->encode("<s>"), (Ids{3, kTinyByteBase + '<', kTinyByteBase + 's', kTinyByteBase + '>'}));
 }
 
-TEST(SentencePiece, TinyVocabularyDecode) {
+TEST(SentencePieceTokenizer, TinyVocabularyDecode) {
   auto tok = tiny_sp();
   EXPECT_EQ(tok->decode({3, 10}), "abc");
   EXPECT_EQ(tok->decode({9, 9}), "a a");
@@ -146,7 +146,7 @@ TEST(SentencePiece, TinyVocabularyDecode) {
   EXPECT_THROW(tok->decode({-1}), sg::Error);
 }
 
-TEST(SentencePiece, WithoutDummyPrefix) {
+TEST(SentencePieceTokenizer, WithoutDummyPrefix) {
   auto tok = tiny_sp(false);
   EXPECT_EQ(tok->encode("abc"), (Ids{10}));
   EXPECT_EQ(tok->encode(" a"), (Ids{9}));
@@ -224,9 +224,9 @@ TEST(Gpt2Tokenizer, TinyVocabularyHandComputed) {
   std::string dir = tt::write_tiny_gpt2(sg::test::temp_dir("sg-tok-gpt2"), tt::Gpt2Files::kVocabAndMerges);
   auto tok = sg::io::load_tokenizer(dir);
   EXPECT_EQ(tok->kind(), "gpt2_bpe");
-  EXPECT_EQ(tok->vocab_size(), 267);
-  EXPECT_EQ(tok->eos_id(), 266);
-  EXPECT_EQ(tok->bos_id(), 266);
+  EXPECT_EQ(tok->vocab_size(), 268);
+  EXPECT_EQ(tok->eos_id(), 267);
+  EXPECT_EQ(tok->bos_id(), 267);
   // "the": he (rank 1) -> [t, he]. " this": Ġt, is, Ġth, Ġthis. " is": is, Ġis.
   EXPECT_EQ(tok->encode("the this is"), (Ids{'t', 257, 264, 260}));
   // "it" has no merges; "'s" is merge 9.
@@ -236,11 +236,14 @@ TEST(Gpt2Tokenizer, TinyVocabularyHandComputed) {
   // Special tokens in text are text.
   EXPECT_EQ(tok->encode("<|endoftext|>"),
             (Ids{'<', '|', 'e', 'n', 'd', 'o', 'f', 't', 'e', 'x', 't', '|', '>'}));
+  // Equal ranks (the same pair twice): leftmost first, as encoder.py merges left to right.
+  EXPECT_EQ(tok->encode("ooo"), (Ids{266, 'o'}));
+  EXPECT_EQ(tok->encode("oooo"), (Ids{266, 266}));
   EXPECT_EQ(tok->encode("\xFF"), (Ids{0xFF}));
   EXPECT_EQ(tok->decode({'t', 257, 264, 260}), "the this is");
-  EXPECT_EQ(tok->decode({266}), "<|endoftext|>");
+  EXPECT_EQ(tok->decode({267}), "<|endoftext|>");
   EXPECT_EQ(tok->token_bytes(5, 258), " the");
-  EXPECT_THROW(tok->decode({267}), sg::Error);
+  EXPECT_THROW(tok->decode({268}), sg::Error);
 }
 
 TEST(Gpt2Tokenizer, TokenizerJsonMatchesVocabAndMerges) {
@@ -268,18 +271,18 @@ TEST(Gpt2Tokenizer, TokenizerJsonMatchesVocabAndMerges) {
 TEST(Gpt2Tokenizer, AddedTokensOutsideTheVocabulary) {
   std::string dir = sg::test::temp_dir("sg-tok-gpt2");
   nlohmann::json root = tt::tiny_gpt2_tokenizer_json(true);
-  root["added_tokens"].push_back({{"id", 267}, {"content", "<|im start|> \xC3\xA9"}, {"special", true}});
+  root["added_tokens"].push_back({{"id", 268}, {"content", "<|im start|> \xC3\xA9"}, {"special", true}});
   write_file_atomic(join_path(dir, "tokenizer.json"), root.dump());
   auto tok = sg::io::load_tokenizer(dir);
-  EXPECT_EQ(tok->vocab_size(), 268);
-  EXPECT_EQ(tok->eos_id(), 266);
-  EXPECT_EQ(tok->decode({267}), "<|im start|> \xC3\xA9");  // literal text, not byte-level
+  EXPECT_EQ(tok->vocab_size(), 269);
+  EXPECT_EQ(tok->eos_id(), 267);
+  EXPECT_EQ(tok->decode({268}), "<|im start|> \xC3\xA9");  // literal text, not byte-level
   // Saved as vocab.json + merges.txt, it decodes the same.
   std::string saved = sg::test::temp_dir("sg-tok-gpt2-saved");
   tok->save(saved);
   auto reloaded = sg::io::load_tokenizer(saved);
-  EXPECT_EQ(reloaded->vocab_size(), 268);
-  EXPECT_EQ(reloaded->decode({267}), "<|im start|> \xC3\xA9");
+  EXPECT_EQ(reloaded->vocab_size(), 269);
+  EXPECT_EQ(reloaded->decode({268}), "<|im start|> \xC3\xA9");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -409,11 +412,11 @@ TEST(TokenizerSave, ByteRoundTrip) {
 
 TEST(TokenizerSave, LoadTokenizerPrefersSkillgraftThenTokenizerJsonThenVocab) {
   std::string dir = tt::write_tiny_gpt2(sg::test::temp_dir("sg-tok"), tt::Gpt2Files::kVocabAndMerges);
-  EXPECT_EQ(sg::io::load_tokenizer(dir)->vocab_size(), 267);
-  nlohmann::json root = tt::tiny_gpt2_tokenizer_json(true);
-  root["added_tokens"].push_back({{"id", 267}, {"content", "<extra>"}});
-  write_file_atomic(join_path(dir, "tokenizer.json"), root.dump());
   EXPECT_EQ(sg::io::load_tokenizer(dir)->vocab_size(), 268);
+  nlohmann::json root = tt::tiny_gpt2_tokenizer_json(true);
+  root["added_tokens"].push_back({{"id", 268}, {"content", "<extra>"}});
+  write_file_atomic(join_path(dir, "tokenizer.json"), root.dump());
+  EXPECT_EQ(sg::io::load_tokenizer(dir)->vocab_size(), 269);
   sg::io::make_byte_tokenizer()->save(dir);
   EXPECT_EQ(sg::io::load_tokenizer(dir)->kind(), "byte");
 }
@@ -436,7 +439,7 @@ void expect_error(const std::function<void()>& load, const std::vector<std::stri
 std::string int32_bytes(int32_t value) { return std::string(reinterpret_cast<const char*>(&value), 4); }
 std::string float_bytes(float value) { return std::string(reinterpret_cast<const char*>(&value), 4); }
 
-TEST(BadFiles, Llama2cTokenizer) {
+TEST(TokenizerBadFiles, Llama2cTokenizer) {
   const std::string dir = sg::test::temp_dir("sg-tok-bad");
   const std::string good = read_file(tok512_path());
   const std::string path = join_path(dir, "tok.bin");
@@ -468,7 +471,7 @@ TEST(BadFiles, Llama2cTokenizer) {
   expect_error(load(3), {path, "no byte-fallback piece <0x00>"});
 }
 
-TEST(BadFiles, SkillgraftTokenizerJson) {
+TEST(TokenizerBadFiles, SkillgraftTokenizerJson) {
   const std::string dir = sg::test::temp_dir("sg-tok-bad");
   const std::string path = join_path(dir, "skillgraft_tokenizer.json");
   auto load = [&] { sg::io::load_skillgraft_tokenizer(path); };
@@ -526,7 +529,7 @@ TEST(BadFiles, SkillgraftTokenizerJson) {
   expect_error(load, {path, "no byte-fallback piece <0x41>"});
 }
 
-TEST(BadFiles, Gpt2VocabAndMerges) {
+TEST(TokenizerBadFiles, Gpt2VocabAndMerges) {
   const std::string dir = tt::write_tiny_gpt2(sg::test::temp_dir("sg-tok-bad"), tt::Gpt2Files::kVocabAndMerges);
   const std::string vocab_path = join_path(dir, "vocab.json");
   const std::string merges_path = join_path(dir, "merges.txt");
@@ -551,7 +554,7 @@ TEST(BadFiles, Gpt2VocabAndMerges) {
   write_file_atomic(vocab_path, vocab.dump());
   expect_error(load, {vocab_path, "has id 300", "without gaps"});
   vocab = nlohmann::json::parse(good_vocab);
-  vocab["<|endoftext|>"] = "266";
+  vocab["<|endoftext|>"] = "267";
   write_file_atomic(vocab_path, vocab.dump());
   expect_error(load, {vocab_path, "must be an integer"});
   vocab = nlohmann::json::parse(good_vocab);
@@ -563,7 +566,7 @@ TEST(BadFiles, Gpt2VocabAndMerges) {
   expect_error(load, {vocab_path, "must be a JSON object"});
 }
 
-TEST(BadFiles, HfTokenizerJson) {
+TEST(TokenizerBadFiles, HfTokenizerJson) {
   const std::string dir = sg::test::temp_dir("sg-tok-bad");
   const std::string path = join_path(dir, "tokenizer.json");
   auto load = [&] { sg::io::load_hf_tokenizer_json(path); };
@@ -611,7 +614,7 @@ TEST(BadFiles, HfTokenizerJson) {
   expect_error(load, {path, "added_tokens[1] gives id 5 to \"<pad>\""});
 }
 
-TEST(BadFiles, LoadTokenizerNamesTheDirectoryAndTheFiles) {
+TEST(TokenizerBadFiles, LoadTokenizerNamesTheDirectoryAndTheFiles) {
   const std::string dir = sg::test::temp_dir("sg-tok-empty");
   expect_error([&] { sg::io::load_tokenizer(dir); },
                {dir, "skillgraft_tokenizer.json", "tokenizer.json", "vocab.json + merges.txt"});
