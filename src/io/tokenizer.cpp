@@ -77,7 +77,10 @@ std::vector<uint32_t> utf8_code_points(std::string_view text) {
     size_t length = utf8_sequence_length(text, pos);
     SG_CHECK(length > 0, "ill-formed UTF-8 at byte " << pos);
     uint32_t lead = static_cast<uint8_t>(text[pos]);
-    uint32_t code_point = length == 1 ? lead : length == 2 ? lead & 0x1F : length == 3 ? lead & 0x0F : lead & 0x07;
+    uint32_t code_point = length == 1   ? lead
+                          : length == 2 ? lead & 0x1F
+                          : length == 3 ? lead & 0x0F
+                                        : lead & 0x07;
     for (size_t i = 1; i < length; ++i) {
       code_point = (code_point << 6) | (static_cast<uint8_t>(text[pos + i]) & 0x3F);
     }
@@ -108,13 +111,13 @@ int64_t json_int(const nlohmann::json& value, const std::string& path, const std
   SG_CHECK(value.is_number_integer(), path << ": " << what << " must be an integer, got " << value.dump());
   if (value.is_number_unsigned()) {
     uint64_t unsigned_value = value.get<uint64_t>();
-    SG_CHECK(unsigned_value <= static_cast<uint64_t>(INT64_MAX), path << ": " << what << " is too large: " << unsigned_value);
+    SG_CHECK(unsigned_value <= static_cast<uint64_t>(INT64_MAX),
+             path << ": " << what << " is too large: " << unsigned_value);
   }
   return value.get<int64_t>();
 }
 
-std::string json_string(const nlohmann::json& value, const std::string& path,
-                        const std::string& what) {
+std::string json_string(const nlohmann::json& value, const std::string& path, const std::string& what) {
   SG_CHECK(value.is_string(), path << ": " << what << " must be a string, got " << value.dump());
   return value.get<std::string>();
 }
@@ -122,9 +125,9 @@ std::string json_string(const nlohmann::json& value, const std::string& path,
 std::string check_skillgraft_header(const nlohmann::json& root, const std::string& path) {
   SG_CHECK(root.is_object(), path << ": the top level must be a JSON object");
   std::string format = json_string(json_member(root, "format", path, "top level"), path, "\"format\"");
-  SG_CHECK(format == kSkillgraftTokenizerFormat,
-           path << ": \"format\" is \"" << format << "\", expected \"" << kSkillgraftTokenizerFormat
-                << "\"; hint: this is not a skillgraft tokenizer file");
+  SG_CHECK(format == kSkillgraftTokenizerFormat, path << ": \"format\" is \"" << format << "\", expected \""
+                                                      << kSkillgraftTokenizerFormat
+                                                      << "\"; hint: this is not a skillgraft tokenizer file");
   int64_t version = json_int(json_member(root, "version", path, "top level"), path, "\"version\"");
   SG_CHECK(version == kSkillgraftTokenizerVersion,
            path << ": unsupported version " << version << " (this build reads version "
@@ -133,9 +136,9 @@ std::string check_skillgraft_header(const nlohmann::json& root, const std::strin
 }
 
 void check_token_id(int64_t id, int64_t vocab_size, const char* kind) {
-  SG_CHECK(id >= 0 && id < vocab_size, "token id " << id << " is out of range [0, " << vocab_size
-                                                   << ") of the " << kind
-                                                   << " tokenizer; hint: ids from another model's tokenizer?");
+  SG_CHECK(id >= 0 && id < vocab_size,
+           "token id " << id << " is out of range [0, " << vocab_size << ") of the " << kind
+                       << " tokenizer; hint: ids from another model's tokenizer?");
 }
 
 }  // namespace detail

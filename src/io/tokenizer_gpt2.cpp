@@ -55,8 +55,8 @@ class Gpt2Regex {
     const std::string pattern = gpt2_pattern();
     int error_code = 0;
     PCRE2_SIZE error_offset = 0;
-    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), pattern.size(), PCRE2_UTF | PCRE2_UCP,
-                          &error_code, &error_offset, nullptr);
+    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), pattern.size(),
+                          PCRE2_UTF | PCRE2_UCP, &error_code, &error_offset, nullptr);
     SG_CHECK(code_ != nullptr, "GPT-2 pre-tokenizer: PCRE2 cannot compile the pattern at offset "
                                    << error_offset << ": " << pcre2_error_text(error_code));
     pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE);  // optional: the interpreter is the fallback
@@ -81,7 +81,8 @@ struct MatchDataDeleter {
 
 // Splits well-formed UTF-8 `run` by the pattern. Every code point matches some branch, so the
 // words tile the run; the gap and empty-match branches only guard against losing bytes.
-void split_valid_run(std::string_view run, pcre2_match_data* match_data, std::vector<std::string_view>& words) {
+void split_valid_run(std::string_view run, pcre2_match_data* match_data,
+                     std::vector<std::string_view>& words) {
   const pcre2_code* code = gpt2_regex().code();
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(run.data());
   size_t offset = 0;
@@ -197,16 +198,18 @@ class Gpt2Tokenizer final : public Tokenizer {
       auto left_it = ids_by_string_.find(left);
       auto right_it = ids_by_string_.find(right);
       auto merged_it = ids_by_string_.find(left + right);
-      SG_CHECK(left_it != ids_by_string_.end(), origin() << ": merge \"" << left << " " << right << "\": \"" << left
-                                                         << "\" is not in the vocabulary");
+      SG_CHECK(left_it != ids_by_string_.end(), origin() << ": merge \"" << left << " " << right << "\": \""
+                                                         << left << "\" is not in the vocabulary");
       SG_CHECK(right_it != ids_by_string_.end(), origin() << ": merge \"" << left << " " << right << "\": \""
                                                           << right << "\" is not in the vocabulary");
       SG_CHECK(merged_it != ids_by_string_.end(), origin() << ": merge \"" << left << " " << right << "\": \""
                                                            << left + right << "\" is not in the vocabulary");
-      SG_CHECK(byte_level[left_it->second] && byte_level[right_it->second],
-               origin() << ": merge \"" << left << " " << right << "\" names a token that is not byte-level text");
+      SG_CHECK(
+          byte_level[left_it->second] && byte_level[right_it->second],
+          origin() << ": merge \"" << left << " " << right << "\" names a token that is not byte-level text");
       // A repeated pair takes its later rank, as in OpenAI's encoder.py (a dict built in order).
-      merge_rules_[pair_key(left_it->second, right_it->second)] = {static_cast<int32_t>(rank), merged_it->second};
+      merge_rules_[pair_key(left_it->second, right_it->second)] = {static_cast<int32_t>(rank),
+                                                                   merged_it->second};
     }
     auto eos = ids_by_string_.find("<|endoftext|>");
     eos_id_ = eos == ids_by_string_.end() ? -1 : eos->second;
@@ -320,7 +323,8 @@ std::vector<int32_t> Gpt2Tokenizer::bpe(std::string_view word) const {
     if (left < 0 || right < 0) return;
     auto it = merge_rules_.find(pair_key(symbols[left].id, symbols[right].id));
     if (it == merge_rules_.end()) return;
-    queue.push({it->second.rank, left, right, symbols[left].length, symbols[right].length, it->second.merged_id});
+    queue.push(
+        {it->second.rank, left, right, symbols[left].length, symbols[right].length, it->second.merged_id});
   };
   for (int32_t i = 0; i + 1 < n; ++i) push_candidate(i, i + 1);
   while (!queue.empty()) {
@@ -354,8 +358,8 @@ void Gpt2Tokenizer::save(const std::string& dir) const {
     // Literal (added) tokens are written byte-level, so they read back as the same bytes.
     std::string name = byte_level_string(token_bytes_[id]);
     auto [it, inserted] = written.emplace(name, id);
-    SG_CHECK(inserted, vocab_path << ": cannot save: tokens " << it->second << " and " << id << " are both \"" << name
-                                  << "\"");
+    SG_CHECK(inserted, vocab_path << ": cannot save: tokens " << it->second << " and " << id << " are both \""
+                                  << name << "\"");
     if (id > 0) vocab += ", ";
     vocab += nlohmann::json(name).dump() + ": " + std::to_string(id);
   }
@@ -376,14 +380,16 @@ std::vector<std::string> tokens_by_id(const std::vector<std::pair<std::string, i
     SG_CHECK(id >= 0 && id < static_cast<int64_t>(entries.size()),
              path << ": token \"" << token << "\" has id " << id << ", outside 0.." << entries.size() - 1
                   << "; hint: ids must number the " << entries.size() << " tokens from 0 without gaps");
-    SG_CHECK(!seen[id], path << ": id " << id << " is given to both \"" << tokens[id] << "\" and \"" << token << "\"");
+    SG_CHECK(!seen[id],
+             path << ": id " << id << " is given to both \"" << tokens[id] << "\" and \"" << token << "\"");
     seen[id] = true;
     tokens[id] = token;
   }
   return tokens;
 }
 
-std::vector<std::pair<std::string, int64_t>> vocab_entries(const nlohmann::json& vocab, const std::string& path,
+std::vector<std::pair<std::string, int64_t>> vocab_entries(const nlohmann::json& vocab,
+                                                           const std::string& path,
                                                            const std::string& where) {
   SG_CHECK(vocab.is_object(), path << ": " << where << " must be a JSON object of token -> id");
   std::vector<std::pair<std::string, int64_t>> entries;
@@ -447,8 +453,9 @@ std::unique_ptr<Tokenizer> load_gpt2_tokenizer(const std::string& vocab_json, co
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty() || (line_number == 1 && line.rfind("#version", 0) == 0)) continue;
     std::pair<std::string, std::string> merge;
-    SG_CHECK(split_merge(line, merge), merges_txt << ":" << line_number << ": expected \"<left> <right>\", got \""
-                                                  << line << "\"; hint: is this a BPE merges.txt?");
+    SG_CHECK(split_merge(line, merge), merges_txt << ":" << line_number
+                                                  << ": expected \"<left> <right>\", got \"" << line
+                                                  << "\"; hint: is this a BPE merges.txt?");
     vocab.merges.push_back(std::move(merge));
     lines.push_back(line_number);
   }
@@ -460,7 +467,8 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path) {
   const nlohmann::json root = detail::read_json_file(path);
   const std::string hint = "; hint: only GPT-2-style byte-level BPE tokenizer.json files are supported";
   const nlohmann::json& model = detail::json_member(root, "model", path, "top level");
-  const std::string type = detail::json_string(detail::json_member(model, "type", path, "\"model\""), path, "model.type");
+  const std::string type =
+      detail::json_string(detail::json_member(model, "type", path, "\"model\""), path, "model.type");
   SG_CHECK(type == "BPE", path << ": model.type is \"" << type << "\", expected \"BPE\"" << hint);
 
   // Everything that would make this tokenizer behave differently from GPT-2's is refused, not ignored.
@@ -468,17 +476,22 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path) {
     auto it = object.find(key);
     return it != object.end() && !it->is_null() && *it != false && *it != "";
   };
-  SG_CHECK(!is_set(model, "byte_fallback"), path << ": model.byte_fallback is set (a SentencePiece-style BPE)" << hint);
+  SG_CHECK(!is_set(model, "byte_fallback"),
+           path << ": model.byte_fallback is set (a SentencePiece-style BPE)" << hint);
   SG_CHECK(!is_set(model, "continuing_subword_prefix") && !is_set(model, "end_of_word_suffix"),
            path << ": model has a subword prefix/suffix" << hint);
   SG_CHECK(!is_set(model, "ignore_merges"), path << ": model.ignore_merges is set" << hint);
   SG_CHECK(!is_set(root, "normalizer"), path << ": has a normalizer" << hint);
   const nlohmann::json& pre_tokenizer = detail::json_member(root, "pre_tokenizer", path, "top level");
-  std::string pre_type = pre_tokenizer.is_object() && pre_tokenizer.contains("type") ? pre_tokenizer["type"].dump() : "none";
-  SG_CHECK(pre_type == "\"ByteLevel\"", path << ": pre_tokenizer is " << pre_type << ", expected \"ByteLevel\"" << hint);
-  SG_CHECK(!is_set(pre_tokenizer, "add_prefix_space"), path << ": pre_tokenizer.add_prefix_space is set" << hint);
+  std::string pre_type =
+      pre_tokenizer.is_object() && pre_tokenizer.contains("type") ? pre_tokenizer["type"].dump() : "none";
+  SG_CHECK(pre_type == "\"ByteLevel\"",
+           path << ": pre_tokenizer is " << pre_type << ", expected \"ByteLevel\"" << hint);
+  SG_CHECK(!is_set(pre_tokenizer, "add_prefix_space"),
+           path << ": pre_tokenizer.add_prefix_space is set" << hint);
   auto use_regex = pre_tokenizer.find("use_regex");
-  SG_CHECK(use_regex == pre_tokenizer.end() || *use_regex == true, path << ": pre_tokenizer.use_regex is false" << hint);
+  SG_CHECK(use_regex == pre_tokenizer.end() || *use_regex == true,
+           path << ": pre_tokenizer.use_regex is false" << hint);
 
   std::vector<std::pair<std::string, int64_t>> entries =
       vocab_entries(detail::json_member(model, "vocab", path, "\"model\""), path, "model.vocab");
@@ -493,11 +506,13 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path) {
       const std::string where = "added_tokens[" + std::to_string(i) + "]";
       const nlohmann::json& entry = (*added)[i];
       int64_t id = detail::json_int(detail::json_member(entry, "id", path, where), path, where + ".id");
-      std::string content = detail::json_string(detail::json_member(entry, "content", path, where), path, where + ".content");
+      std::string content =
+          detail::json_string(detail::json_member(entry, "content", path, where), path, where + ".content");
       auto existing = model_tokens.find(id);
       if (existing != model_tokens.end()) {
-        SG_CHECK(existing->second == content, path << ": " << where << " gives id " << id << " to \"" << content
-                                                   << "\" but model.vocab gives it to \"" << existing->second << "\"");
+        SG_CHECK(existing->second == content, path << ": " << where << " gives id " << id << " to \""
+                                                   << content << "\" but model.vocab gives it to \""
+                                                   << existing->second << "\"");
         continue;
       }
       model_tokens.emplace(id, content);
@@ -517,11 +532,13 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path) {
     const nlohmann::json& merge = merges[i];
     std::pair<std::string, std::string> parts;
     if (merge.is_string()) {
-      SG_CHECK(split_merge(merge.get<std::string>(), parts),
-               path << ": model.merges[" << i << "] is \"" << merge.get<std::string>() << "\", expected \"<left> <right>\"");
+      SG_CHECK(split_merge(merge.get<std::string>(), parts), path << ": model.merges[" << i << "] is \""
+                                                                  << merge.get<std::string>()
+                                                                  << "\", expected \"<left> <right>\"");
     } else {
       SG_CHECK(merge.is_array() && merge.size() == 2 && merge[0].is_string() && merge[1].is_string(),
-               path << ": model.merges[" << i << "] is " << merge.dump() << ", expected \"<left> <right>\" or [\"<left>\", \"<right>\"]");
+               path << ": model.merges[" << i << "] is " << merge.dump()
+                    << ", expected \"<left> <right>\" or [\"<left>\", \"<right>\"]");
       parts = {merge[0].get<std::string>(), merge[1].get<std::string>()};
     }
     vocab.merges.push_back(std::move(parts));

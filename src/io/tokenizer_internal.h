@@ -41,8 +41,7 @@ nlohmann::json read_json_file(const std::string& path);
 const nlohmann::json& json_member(const nlohmann::json& object, const std::string& key,
                                   const std::string& path, const std::string& where);
 int64_t json_int(const nlohmann::json& value, const std::string& path, const std::string& what);
-std::string json_string(const nlohmann::json& value, const std::string& path,
-                        const std::string& what);
+std::string json_string(const nlohmann::json& value, const std::string& path, const std::string& what);
 
 // Checks format, version and returns kind of a skillgraft_tokenizer.json root object.
 std::string check_skillgraft_header(const nlohmann::json& root, const std::string& path);
@@ -66,11 +65,9 @@ struct SentencePieceModel {
 };
 
 // Validates the model (every error names `source`) and builds the tokenizer.
-std::unique_ptr<Tokenizer> make_sentencepiece_tokenizer(SentencePieceModel model,
-                                                        const std::string& source);
+std::unique_ptr<Tokenizer> make_sentencepiece_tokenizer(SentencePieceModel model, const std::string& source);
 // The kind-specific part of a skillgraft_tokenizer.json whose kind is "sentencepiece_bpe".
-std::unique_ptr<Tokenizer> sentencepiece_from_json(const nlohmann::json& root,
-                                                   const std::string& path);
+std::unique_ptr<Tokenizer> sentencepiece_from_json(const nlohmann::json& root, const std::string& path);
 
 // ---- GPT-2 byte-level BPE (tokenizer_gpt2.cpp) ----
 

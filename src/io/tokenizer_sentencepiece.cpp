@@ -62,10 +62,12 @@ class SentencePieceTokenizer final : public Tokenizer {
     SG_CHECK(model_.scores.size() == model_.pieces.size(),
              source << ": " << model_.pieces.size() << " pieces but " << model_.scores.size() << " scores");
     for (int64_t id : {model_.bos_id, model_.eos_id, model_.unk_id}) {
-      SG_CHECK(id >= -1 && id < vocab, source << ": special token id " << id << " is outside the vocabulary of " << vocab);
+      SG_CHECK(id >= -1 && id < vocab,
+               source << ": special token id " << id << " is outside the vocabulary of " << vocab);
     }
     for (size_t i = 0; i < model_.scores.size(); ++i) {
-      SG_CHECK(std::isfinite(model_.scores[i]), source << ": piece " << i << " has a non-finite score " << model_.scores[i]);
+      SG_CHECK(std::isfinite(model_.scores[i]),
+               source << ": piece " << i << " has a non-finite score " << model_.scores[i]);
     }
 
     byte_piece_ids_.fill(-1);
@@ -87,9 +89,9 @@ class SentencePieceTokenizer final : public Tokenizer {
       if (id != model_.unk_id && !piece.empty()) text_piece_ids_.emplace(piece, static_cast<int32_t>(i));
     }
     for (int byte = 0; byte < 256; ++byte) {
-      SG_CHECK(byte_piece_ids_[byte] >= 0,
-               source << ": no byte-fallback piece " << byte_piece_name(byte)
-                      << "; hint: sentencepiece_bpe needs all 256 pieces <0x00>..<0xFF> so that any byte string can be encoded");
+      SG_CHECK(byte_piece_ids_[byte] >= 0, source << ": no byte-fallback piece " << byte_piece_name(byte)
+                                                  << "; hint: sentencepiece_bpe needs all 256 pieces "
+                                                     "<0x00>..<0xFF> so that any byte string can be encoded");
     }
   }
   SentencePieceTokenizer(const SentencePieceTokenizer&) = delete;
@@ -237,7 +239,8 @@ void SentencePieceTokenizer::save(const std::string& dir) const {
     SG_CHECK(detail::is_valid_utf8(piece),
              path << ": cannot save piece " << i << ": it is not valid UTF-8, which JSON cannot hold");
     SG_CHECK(piece.find(kSentencePieceSpace) == std::string::npos,
-             path << ": cannot save piece " << i << ": it holds a literal U+2581, which the file uses for a space");
+             path << ": cannot save piece " << i
+                  << ": it holds a literal U+2581, which the file uses for a space");
     pieces.push_back(replace_all(piece, " ", kSentencePieceSpace));
   }
   nlohmann::ordered_json root;
@@ -263,8 +266,9 @@ class BinReader {
   template <typename T>
   T read(const char* what, int64_t token) {
     T value;
-    SG_CHECK(remaining() >= sizeof(T), path_ << ": truncated: file ends at byte " << data_.size() << " inside "
-                                             << what << (token >= 0 ? " of token " + std::to_string(token) : "")
+    SG_CHECK(remaining() >= sizeof(T), path_ << ": truncated: file ends at byte " << data_.size()
+                                             << " inside " << what
+                                             << (token >= 0 ? " of token " + std::to_string(token) : "")
                                              << "; hint: re-export or re-download the tokenizer");
     std::memcpy(&value, data_.data() + offset_, sizeof(T));
     offset_ += sizeof(T);
@@ -295,15 +299,17 @@ std::unique_ptr<Tokenizer> sentencepiece_from_json(const nlohmann::json& root, c
   const nlohmann::json& scores = json_member(root, "scores", path, "top level");
   SG_CHECK(pieces.is_array(), path << ": \"pieces\" must be an array of strings");
   SG_CHECK(scores.is_array(), path << ": \"scores\" must be an array of numbers");
-  SG_CHECK(pieces.size() == scores.size(), path << ": \"pieces\" has " << pieces.size() << " entries but \"scores\" has "
-                                                << scores.size() << "; hint: the file is damaged");
+  SG_CHECK(pieces.size() == scores.size(), path << ": \"pieces\" has " << pieces.size()
+                                                << " entries but \"scores\" has " << scores.size()
+                                                << "; hint: the file is damaged");
   SentencePieceModel model;
   model.pieces.reserve(pieces.size());
   model.scores.reserve(scores.size());
   for (size_t i = 0; i < pieces.size(); ++i) {
     std::string piece = json_string(pieces[i], path, "pieces[" + std::to_string(i) + "]");
     model.pieces.push_back(replace_all(std::move(piece), kSentencePieceSpace, " "));
-    SG_CHECK(scores[i].is_number(), path << ": scores[" << i << "] must be a number, got " << scores[i].dump());
+    SG_CHECK(scores[i].is_number(),
+             path << ": scores[" << i << "] must be a number, got " << scores[i].dump());
     model.scores.push_back(scores[i].get<float>());
   }
   model.bos_id = json_int(json_member(root, "bos_id", path, "top level"), path, "\"bos_id\"");
@@ -333,23 +339,23 @@ std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path, int64
   model.pieces.reserve(vocab_size);
   model.scores.reserve(vocab_size);
   for (int64_t token = 0; token < vocab_size; ++token) {
-    SG_CHECK(reader.remaining() > 0,
-             path << ": holds " << token << " tokens but the model's vocab_size is " << vocab_size
-                  << "; hint: this tokenizer belongs to another model");
+    SG_CHECK(reader.remaining() > 0, path << ": holds " << token << " tokens but the model's vocab_size is "
+                                          << vocab_size << "; hint: this tokenizer belongs to another model");
     const float score = reader.read<float>("the score", token);
     const int32_t length = reader.read<int32_t>("the length", token);
     SG_CHECK(length >= 0 && length <= max_token_length,
              path << ": token " << token << " has length " << length << ", outside 0.." << max_token_length
                   << " (max_token_length); hint: the file is damaged or not a llama2.c tokenizer.bin");
     SG_CHECK(static_cast<size_t>(length) <= reader.remaining(),
-             path << ": truncated: token " << token << " needs " << length << " bytes at offset " << reader.offset()
-                  << " but the file ends at byte " << data.size());
+             path << ": truncated: token " << token << " needs " << length << " bytes at offset "
+                  << reader.offset() << " but the file ends at byte " << data.size());
     model.scores.push_back(score);
     model.pieces.push_back(reader.read_bytes(static_cast<size_t>(length)));
   }
-  SG_CHECK(reader.remaining() == 0,
-           path << ": " << reader.remaining() << " bytes left after the " << vocab_size
-                << " tokens of the model's vocab_size; hint: this tokenizer belongs to a model with a larger vocabulary");
+  SG_CHECK(reader.remaining() == 0, path << ": " << reader.remaining() << " bytes left after the "
+                                         << vocab_size
+                                         << " tokens of the model's vocab_size; hint: this tokenizer belongs "
+                                            "to a model with a larger vocabulary");
   // llama2.c fixes these ids (run.c: BOS 1, EOS 2; SentencePiece's unk 0).
   model.unk_id = 0;
   model.bos_id = 1;

@@ -53,9 +53,10 @@ void expect_same_ids(const Ids& ours, const Ids& expected, const Tokenizer& tok,
   size_t from = i >= 8 ? i - 8 : 0;
   Ids common(ours.begin(), ours.begin() + static_cast<std::ptrdiff_t>(i));
   std::string before = tok.decode(Ids(common.begin() + static_cast<std::ptrdiff_t>(from), common.end()));
-  ADD_FAILURE() << what << ": ids differ first at position " << i << " (ours " << ours.size() << " ids, reference "
-                << expected.size() << ")\n  text before: " << tt::printable(before)
-                << "\n  ours:      " << ids_text(ours, from, i + 8) << "\n  reference: " << ids_text(expected, from, i + 8);
+  ADD_FAILURE() << what << ": ids differ first at position " << i << " (ours " << ours.size()
+                << " ids, reference " << expected.size() << ")\n  text before: " << tt::printable(before)
+                << "\n  ours:      " << ids_text(ours, from, i + 8)
+                << "\n  reference: " << ids_text(expected, from, i + 8);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -67,9 +68,10 @@ TEST(SentencePieceTokenizerReference, Tok512MatchesPythonLlama2cAlgorithm) {
 
   std::vector<std::string> texts = {
       "", " ", "  ", "a", "Once upon a time, there was a little girl named Lily.",
-      "She liked to play outside. \"Mom, can I go?\" she asked.\n\nThe end.",
-      "   leading and trailing   ", "tabs\tand\nnewlines\r\n", "It's Tim's dog; they're happy!",
-      "caf\xC3\xA9 na\xC3\xAFve \xE2\x82\xAC" "5 \xE6\x97\xA5\xE6\x9C\xAC \xF0\x9F\x98\x80",
+      "She liked to play outside. \"Mom, can I go?\" she asked.\n\nThe end.", "   leading and trailing   ",
+      "tabs\tand\nnewlines\r\n", "It's Tim's dog; they're happy!",
+      "caf\xC3\xA9 na\xC3\xAFve \xE2\x82\xAC"
+      "5 \xE6\x97\xA5\xE6\x9C\xAC \xF0\x9F\x98\x80",
       "\xFF\xFE\x80 \xC3 \xE2\x82 \xED\xA0\x80 \xF4\x90\x80\x80", "<0x41> <s> </s> <unk>",
       "\xE2\x96\x81underscore-like \xE2\x96\x81", "12345 67.89 $100", std::string("nul\0byte", 8),
       // Equal scores: "ll", "oo", "pp" are pieces, so odd runs of those letters need leftmost-first.
@@ -90,9 +92,10 @@ TEST(SentencePieceTokenizerReference, Tok512MatchesPythonLlama2cAlgorithm) {
   for (const auto& text : texts) lines += hex(text) + "\n";
   write_file_atomic(input, lines);
   const std::string script = join_path(sg::test::source_dir(), "tests/reference/sp_tokenizer_ref.py");
-  auto result = sg::test::run_command(sg::test::shell_quote(sg::test::python()) + " " + sg::test::shell_quote(script) +
-                                      " " + sg::test::shell_quote(tok512) + " 512 " + sg::test::shell_quote(input) +
-                                      " " + sg::test::shell_quote(output));
+  auto result =
+      sg::test::run_command(sg::test::shell_quote(sg::test::python()) + " " + sg::test::shell_quote(script) +
+                            " " + sg::test::shell_quote(tok512) + " 512 " + sg::test::shell_quote(input) +
+                            " " + sg::test::shell_quote(output));
   ASSERT_EQ(result.exit_code, 0) << "the Python reference failed:\n" << result.output;
 
   std::istringstream expected_lines(read_file(output));
@@ -101,7 +104,8 @@ TEST(SentencePieceTokenizerReference, Tok512MatchesPythonLlama2cAlgorithm) {
   while (std::getline(expected_lines, line)) {
     ASSERT_LT(index, texts.size());
     Ids expected = nlohmann::json::parse(line).get<Ids>();
-    expect_same_ids(tok->encode(texts[index]), expected, *tok, "text " + std::to_string(index) + " " + tt::printable(texts[index]));
+    expect_same_ids(tok->encode(texts[index]), expected, *tok,
+                    "text " + std::to_string(index) + " " + tt::printable(texts[index]));
     ++index;
   }
   EXPECT_EQ(index, texts.size());
@@ -129,13 +133,15 @@ Gpt2Package find_gpt2_package() {
 }
 
 std::unique_ptr<Tokenizer> load_package_tokenizer(const Gpt2Package& package) {
-  return sg::io::load_gpt2_tokenizer(join_path(package.dir, "encoder.json"), join_path(package.dir, "vocab.bpe"));
+  return sg::io::load_gpt2_tokenizer(join_path(package.dir, "encoder.json"),
+                                     join_path(package.dir, "vocab.bpe"));
 }
 
 std::string run_node(const Gpt2Package& package, const std::string& text_file, bool json_lines) {
   const std::string script = join_path(sg::test::source_dir(), "tests/reference/gpt2_encode.js");
-  auto result = sg::test::run_command("node " + sg::test::shell_quote(script) + " " + sg::test::shell_quote(package.dir) +
-                                      " " + sg::test::shell_quote(text_file) + (json_lines ? " --json-lines" : ""));
+  auto result = sg::test::run_command("node " + sg::test::shell_quote(script) + " " +
+                                      sg::test::shell_quote(package.dir) + " " +
+                                      sg::test::shell_quote(text_file) + (json_lines ? " --json-lines" : ""));
   EXPECT_EQ(result.exit_code, 0) << "node failed:\n" << result.output;
   return result.output;
 }
@@ -178,7 +184,8 @@ TEST(Gpt2TokenizerReference, RandomTextsMatchGpt3EncoderPackage) {
   while (std::getline(expected_lines, line)) {
     ASSERT_LT(index, texts.size());
     Ids expected = nlohmann::json::parse(line).get<Ids>();
-    expect_same_ids(tok->encode(texts[index]), expected, *tok, "text " + std::to_string(index) + " " + tt::printable(texts[index]));
+    expect_same_ids(tok->encode(texts[index]), expected, *tok,
+                    "text " + std::to_string(index) + " " + tt::printable(texts[index]));
     ++index;
   }
   EXPECT_EQ(index, texts.size());
@@ -216,7 +223,8 @@ TEST(Gpt2TokenizerReference, FullVocabularyTokenizerJsonAndRoundTrip) {
     EXPECT_EQ(from_json.back()->eos_id(), 50256);
   }
 
-  std::vector<std::string> texts = {read_file(join_path(sg::test::source_dir(), "tests/data/gpt2_parity.txt"))};
+  std::vector<std::string> texts = {
+      read_file(join_path(sg::test::source_dir(), "tests/data/gpt2_parity.txt"))};
   std::mt19937 rng(17);
   for (int i = 0; i < 2000; ++i) texts.push_back(tt::random_text(rng, 60));
   for (const auto& text : texts) {

@@ -46,9 +46,12 @@ inline std::string random_bytes(std::mt19937& rng, int max_length) {
   int length = uniform(rng, 0, max_length);
   for (int i = 0; i < length; ++i) {
     int kind = uniform(rng, 0, 99);
-    if (kind < 35) out += ascii[uniform(rng, 0, static_cast<int>(ascii.size()) - 1)];
-    else if (kind < 50) out += ' ';
-    else out += static_cast<char>(uniform(rng, 0, 255));
+    if (kind < 35)
+      out += ascii[uniform(rng, 0, static_cast<int>(ascii.size()) - 1)];
+    else if (kind < 50)
+      out += ' ';
+    else
+      out += static_cast<char>(uniform(rng, 0, 255));
   }
   return out;
 }
@@ -77,9 +80,9 @@ inline std::string random_utf8(std::mt19937& rng, int max_code_points, bool any_
       {0xFF10, 0xFF19},    // fullwidth digits
       {0x1F300, 0x1F64F},  // emoji
   };
-  static const std::vector<uint32_t> specials = {' ',    ' ',    ' ',    '\t',   '\n',   '\r',   '\'',   0xA0,
-                                                 0x85,   0x1680, 0x2000, 0x2009, 0x200B, 0x200D, 0x2028, 0x2029,
-                                                 0x202F, 0x205F, 0x3000, 0xFEFF, 0x180E, 0xFE0F, 0x2581, 0x1F1FA};
+  static const std::vector<uint32_t> specials = {
+      ' ',    ' ',    ' ',    '\t',   '\n',   '\r',   '\'',   0xA0,   0x85,   0x1680, 0x2000, 0x2009,
+      0x200B, 0x200D, 0x2028, 0x2029, 0x202F, 0x205F, 0x3000, 0xFEFF, 0x180E, 0xFE0F, 0x2581, 0x1F1FA};
   std::string out;
   int count = uniform(rng, 0, max_code_points);
   for (int i = 0; i < count; ++i) {
@@ -148,9 +151,8 @@ inline std::string byte_char(int byte) {
 // "Ġ" is byte_char(' ').
 inline std::vector<std::pair<std::string, std::string>> tiny_gpt2_merges() {
   const std::string G = byte_char(' ');
-  return {{G, "t"},       {"h", "e"},  {G + "t", "he"},  {"i", "s"},     {G, "is"},
-          {"t", "h"},     {"th", "is"}, {G + "t", "h"}, {G + "th", "is"}, {"'", "s"},
-          {"o", "o"}};
+  return {{G, "t"},     {"h", "e"},     {G + "t", "he"},  {"i", "s"}, {G, "is"}, {"t", "h"},
+          {"th", "is"}, {G + "t", "h"}, {G + "th", "is"}, {"'", "s"}, {"o", "o"}};
 }
 
 inline nlohmann::json tiny_gpt2_vocab() {
@@ -166,20 +168,30 @@ inline nlohmann::json tiny_gpt2_vocab() {
 inline nlohmann::json tiny_gpt2_tokenizer_json(bool pair_merges) {
   nlohmann::json merges = nlohmann::json::array();
   for (const auto& [left, right] : tiny_gpt2_merges()) {
-    if (pair_merges) merges.push_back({left, right});
-    else merges.push_back(left + " " + right);
+    if (pair_merges)
+      merges.push_back({left, right});
+    else
+      merges.push_back(left + " " + right);
   }
   nlohmann::json root;
   root["version"] = "1.0";
   root["truncation"] = nullptr;
   root["padding"] = nullptr;
   root["added_tokens"] = nlohmann::json::array();
-  root["added_tokens"].push_back({{"id", 267}, {"content", "<|endoftext|>"}, {"single_word", false},
-                                  {"lstrip", false}, {"rstrip", false}, {"normalized", true}, {"special", true}});
+  root["added_tokens"].push_back({{"id", 267},
+                                  {"content", "<|endoftext|>"},
+                                  {"single_word", false},
+                                  {"lstrip", false},
+                                  {"rstrip", false},
+                                  {"normalized", true},
+                                  {"special", true}});
   root["normalizer"] = nullptr;
-  root["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
-  root["post_processor"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}, {"use_regex", true}};
-  root["decoder"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
+  root["pre_tokenizer"] = {
+      {"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+  root["post_processor"] = {
+      {"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}, {"use_regex", true}};
+  root["decoder"] = {
+      {"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
   root["model"] = {{"type", "BPE"},
                    {"dropout", nullptr},
                    {"unk_token", nullptr},
@@ -203,7 +215,8 @@ inline std::string write_tiny_gpt2(const std::string& dir, Gpt2Files files) {
     sg::util::write_file_atomic(sg::util::join_path(dir, "merges.txt"), merges);
   } else {
     bool pairs = files == Gpt2Files::kTokenizerJsonPairMerges;
-    sg::util::write_file_atomic(sg::util::join_path(dir, "tokenizer.json"), tiny_gpt2_tokenizer_json(pairs).dump(2));
+    sg::util::write_file_atomic(sg::util::join_path(dir, "tokenizer.json"),
+                                tiny_gpt2_tokenizer_json(pairs).dump(2));
   }
   return dir;
 }

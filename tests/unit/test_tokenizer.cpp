@@ -9,6 +9,7 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "io/tokenizer.h"
@@ -33,21 +34,24 @@ namespace tt = sg::test::tokenizer;
 TEST(TokenizerUtf8, SequenceLengths) {
   using sg::io::detail::utf8_sequence_length;
   EXPECT_EQ(utf8_sequence_length("a", 0), 1u);
-  EXPECT_EQ(utf8_sequence_length("\xC3\xA9", 0), 2u);              // é
-  EXPECT_EQ(utf8_sequence_length("\xE2\x82\xAC", 0), 3u);          // €
-  EXPECT_EQ(utf8_sequence_length("\xF0\x9F\x98\x80", 0), 4u);      // 😀
-  EXPECT_EQ(utf8_sequence_length("\xF4\x8F\xBF\xBF", 0), 4u);      // U+10FFFF
-  EXPECT_EQ(utf8_sequence_length("\x80", 0), 0u);                  // lone continuation
-  EXPECT_EQ(utf8_sequence_length("\xC0\x80", 0), 0u);              // overlong NUL
-  EXPECT_EQ(utf8_sequence_length("\xC1\xBF", 0), 0u);              // overlong
-  EXPECT_EQ(utf8_sequence_length("\xE0\x9F\xBF", 0), 0u);          // overlong 3-byte
-  EXPECT_EQ(utf8_sequence_length("\xED\xA0\x80", 0), 0u);          // surrogate U+D800
-  EXPECT_EQ(utf8_sequence_length("\xED\x9F\xBF", 0), 3u);          // U+D7FF
-  EXPECT_EQ(utf8_sequence_length("\xF0\x8F\xBF\xBF", 0), 0u);      // overlong 4-byte
-  EXPECT_EQ(utf8_sequence_length("\xF4\x90\x80\x80", 0), 0u);      // above U+10FFFF
+  EXPECT_EQ(utf8_sequence_length("\xC3\xA9", 0), 2u);          // é
+  EXPECT_EQ(utf8_sequence_length("\xE2\x82\xAC", 0), 3u);      // €
+  EXPECT_EQ(utf8_sequence_length("\xF0\x9F\x98\x80", 0), 4u);  // 😀
+  EXPECT_EQ(utf8_sequence_length("\xF4\x8F\xBF\xBF", 0), 4u);  // U+10FFFF
+  EXPECT_EQ(utf8_sequence_length("\x80", 0), 0u);              // lone continuation
+  EXPECT_EQ(utf8_sequence_length("\xC0\x80", 0), 0u);          // overlong NUL
+  EXPECT_EQ(utf8_sequence_length("\xC1\xBF", 0), 0u);          // overlong
+  EXPECT_EQ(utf8_sequence_length("\xE0\x9F\xBF", 0), 0u);      // overlong 3-byte
+  EXPECT_EQ(utf8_sequence_length("\xED\xA0\x80", 0), 0u);      // surrogate U+D800
+  EXPECT_EQ(utf8_sequence_length("\xED\x9F\xBF", 0), 3u);      // U+D7FF
+  EXPECT_EQ(utf8_sequence_length("\xF0\x8F\xBF\xBF", 0), 0u);  // overlong 4-byte
+  EXPECT_EQ(utf8_sequence_length("\xF4\x90\x80\x80", 0), 0u);  // above U+10FFFF
   EXPECT_EQ(utf8_sequence_length("\xF5\x80\x80\x80", 0), 0u);
-  EXPECT_EQ(utf8_sequence_length("\xE2\x82", 0), 0u);              // truncated
-  EXPECT_EQ(utf8_sequence_length("\xE2\x82" "A", 0), 0u);
+  EXPECT_EQ(utf8_sequence_length("\xE2\x82", 0), 0u);  // truncated
+  EXPECT_EQ(utf8_sequence_length("\xE2\x82"
+                                 "A",
+                                 0),
+            0u);
   EXPECT_EQ(utf8_sequence_length("\xFF", 0), 0u);
 }
 
@@ -74,8 +78,21 @@ TEST(ByteTokenizer, IdsAreBytes) {
 constexpr int64_t kTinyByteBase = 14;
 
 nlohmann::ordered_json tiny_sp_json(bool add_dummy_prefix) {
-  std::vector<std::string> pieces = {"<unk>", "<s>", "</s>", "\xE2\x96\x81", "a", "b", "c", "ab", "bc",
-                                     "\xE2\x96\x81" "a", "abc", "x", "xx", "\xE2\x82\xAC"};
+  std::vector<std::string> pieces = {"<unk>",
+                                     "<s>",
+                                     "</s>",
+                                     "\xE2\x96\x81",
+                                     "a",
+                                     "b",
+                                     "c",
+                                     "ab",
+                                     "bc",
+                                     "\xE2\x96\x81"
+                                     "a",
+                                     "abc",
+                                     "x",
+                                     "xx",
+                                     "\xE2\x82\xAC"};
   std::vector<double> scores = {0, 0, 0, -10, -10, -10, -10, -1, -2, -3, -0.5, -10, -1, -10};
   for (int b = 0; b < 256; ++b) {
     char name[8];
@@ -120,7 +137,9 @@ TEST(SentencePieceTokenizer, TinyVocabularyHandComputed) {
   EXPECT_EQ(tok->encode("\xE2\x82\xAC"), (Ids{3, 13}));
   EXPECT_EQ(tok->encode("\xC3\xA9"), (Ids{3, kTinyByteBase + 0xC3, kTinyByteBase + 0xA9}));
   // Ill-formed UTF-8: every byte on its own.
-  EXPECT_EQ(tok->encode("\xE2\x82" "a"), (Ids{3, kTinyByteBase + 0xE2, kTinyByteBase + 0x82, 4}));
+  EXPECT_EQ(tok->encode("\xE2\x82"
+                        "a"),
+            (Ids{3, kTinyByteBase + 0xE2, kTinyByteBase + 0x82, 4}));
   // A leading space: "  a" -> ▁ + ▁a.
   EXPECT_EQ(tok->encode(" a"), (Ids{3, 9}));
   // Text that spells a byte piece's name stays text.
@@ -167,7 +186,9 @@ TEST(Llama2cTokenizer, LoadsTok512) {
   // Ids from tests/reference/sp_tokenizer_ref.py (the independent Python encoder) on tok512.bin.
   EXPECT_EQ(tok->encode("Once upon a time"), (Ids{403, 407, 261, 378}));
   EXPECT_EQ(tok->encode(" hello  world "), (Ids{410, 281, 306, 414, 410, 263, 304, 341, 410}));
-  EXPECT_EQ(tok->encode("\xFF\xFE" "ab\xE2\x82"), (Ids{410, 258, 257, 412, 430, 229, 133}));
+  EXPECT_EQ(tok->encode("\xFF\xFE"
+                        "ab\xE2\x82"),
+            (Ids{410, 258, 257, 412, 430, 229, 133}));
   EXPECT_EQ(tok->encode("h\xC3\xA9llo \xE6\x97\xA5\xE6\x9C\xAC"),
             (Ids{270, 485, 306, 414, 410, 233, 154, 168, 233, 159, 175}));
   EXPECT_EQ(tok->decode({1, 403, 407, 261, 378}), "Once upon a time");
@@ -189,17 +210,24 @@ TEST(Gpt2PreTokenizer, SplitsLikeGpt2) {
   EXPECT_EQ(gpt2_pretokenize("x  "), (Words{"x", "  "}));
   EXPECT_EQ(gpt2_pretokenize("123abc $100!!"), (Words{"123", "abc", " $", "100", "!!"}));
   EXPECT_EQ(gpt2_pretokenize("\tif (x)"), (Words{"\t", "if", " (", "x", ")"}));
-  EXPECT_EQ(gpt2_pretokenize("caf\xC3\xA9 \xD0\xBC\xD0\xB8\xD1\x80"), (Words{"caf\xC3\xA9", " \xD0\xBC\xD0\xB8\xD1\x80"}));
+  EXPECT_EQ(gpt2_pretokenize("caf\xC3\xA9 \xD0\xBC\xD0\xB8\xD1\x80"),
+            (Words{"caf\xC3\xA9", " \xD0\xBC\xD0\xB8\xD1\x80"}));
   // U+00A0 is \s everywhere: "a", NBSP, " b"? No: the NBSP run is followed by " b", so \s+(?!\S)
   // takes NBSP alone and " b" stays together.
   EXPECT_EQ(gpt2_pretokenize("a\xC2\xA0 b"), (Words{"a", "\xC2\xA0", " b"}));
   // U+FEFF is \s in JavaScript (the npm package we match), so " " and BOM split apart;
   // Python's regex would keep " \uFEFF" together.
-  EXPECT_EQ(gpt2_pretokenize(" \xEF\xBB\xBF" "a"), (Words{" ", "\xEF\xBB\xBF", "a"}));
+  EXPECT_EQ(gpt2_pretokenize(" \xEF\xBB\xBF"
+                             "a"),
+            (Words{" ", "\xEF\xBB\xBF", "a"}));
   // U+0085 is not \s in JavaScript: it is "other", so " \u0085" is one word.
-  EXPECT_EQ(gpt2_pretokenize(" \xC2\x85" "a"), (Words{" \xC2\x85", "a"}));
+  EXPECT_EQ(gpt2_pretokenize(" \xC2\x85"
+                             "a"),
+            (Words{" \xC2\x85", "a"}));
   // Ill-formed UTF-8: each bad byte is a word; the well-formed runs around it split as usual.
-  EXPECT_EQ(gpt2_pretokenize("ab\xFF" "cd"), (Words{"ab", "\xFF", "cd"}));
+  EXPECT_EQ(gpt2_pretokenize("ab\xFF"
+                             "cd"),
+            (Words{"ab", "\xFF", "cd"}));
   EXPECT_EQ(gpt2_pretokenize("\xFF\xFE"), (Words{"\xFF", "\xFE"}));
   EXPECT_EQ(gpt2_pretokenize("x \xE2\x82 y"), (Words{"x", " ", "\xE2", "\x82", " y"}));
 }
@@ -308,9 +336,26 @@ std::vector<NamedTokenizer> every_kind() {
 }
 
 TEST(TokenizerRoundTrip, RandomBytesAndUtf8EveryKind) {
-  std::vector<std::string> fixed = {"", " ", "  ", "   x   ", "\t\n", "\n", "a", " a", "a ", "\xFF", " \xFF",
-                                    "\xE2\x82", std::string("\0\0", 2), "<0x41>", "<s></s><unk>", "<|endoftext|>",
-                                    "\xE2\x96\x81", "\xE2\x96\x81 \xE2\x96\x81", "\xEF\xBB\xBF", "\xED\xA0\x80"};
+  std::vector<std::string> fixed = {"",
+                                    " ",
+                                    "  ",
+                                    "   x   ",
+                                    "\t\n",
+                                    "\n",
+                                    "a",
+                                    " a",
+                                    "a ",
+                                    "\xFF",
+                                    " \xFF",
+                                    "\xE2\x82",
+                                    std::string("\0\0", 2),
+                                    "<0x41>",
+                                    "<s></s><unk>",
+                                    "<|endoftext|>",
+                                    "\xE2\x96\x81",
+                                    "\xE2\x96\x81 \xE2\x96\x81",
+                                    "\xEF\xBB\xBF",
+                                    "\xED\xA0\x80"};
   for (const auto& [name, tok] : every_kind()) {
     std::mt19937 rng(1234);
     std::vector<std::string> texts = fixed;
@@ -341,6 +386,31 @@ TEST(TokenizerRoundTrip, LongInputsAreNotQuadratic) {
     for (const std::string* text : {&letters, &mixed}) {
       ASSERT_EQ(tok->decode(tok->encode(*text)), *text) << name;
     }
+  }
+}
+
+TEST(TokenizerRoundTrip, SharedBetweenThreads) {
+  // Loaded tokenizers are shared by serving threads; gpt2_bpe's word cache is their one mutable part.
+  std::mt19937 rng(8);
+  std::vector<std::string> texts;
+  for (int i = 0; i < 300; ++i) texts.push_back(tt::random_text(rng, 40));
+  for (const auto& [name, tok] : every_kind()) {
+    std::vector<Ids> expected;
+    for (const auto& text : texts) expected.push_back(tok->encode(text));
+    std::vector<int> mismatches(4, 0);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        for (int round = 0; round < 5; ++round) {
+          for (size_t i = 0; i < texts.size(); ++i) {
+            size_t k = (i * (t + 1) + round) % texts.size();
+            if (tok->encode(texts[k]) != expected[k] || tok->decode(expected[k]) != texts[k]) ++mismatches[t];
+          }
+        }
+      });
+    }
+    for (auto& thread : threads) thread.join();
+    for (int t = 0; t < 4; ++t) EXPECT_EQ(mismatches[t], 0) << name << ", thread " << t;
   }
 }
 
@@ -431,7 +501,8 @@ void expect_error(const std::function<void()>& load, const std::vector<std::stri
   } catch (const sg::Error& e) {
     std::string message = e.what();
     for (const auto& fragment : fragments) {
-      EXPECT_NE(message.find(fragment), std::string::npos) << "message: " << message << "\nmissing: " << fragment;
+      EXPECT_NE(message.find(fragment), std::string::npos)
+          << "message: " << message << "\nmissing: " << fragment;
     }
   }
 }
@@ -466,8 +537,8 @@ TEST(TokenizerBadFiles, Llama2cTokenizer) {
   write_file_atomic(path, int32_bytes(-1) + good.substr(4));
   expect_error(load(512), {path, "max_token_length -1"});
   // Well-formed but without byte-fallback pieces.
-  write_file_atomic(path, int32_bytes(5) + float_bytes(0) + int32_bytes(5) + "<unk>" + float_bytes(0) + int32_bytes(3) +
-                              "<s>" + float_bytes(0) + int32_bytes(4) + "</s>");
+  write_file_atomic(path, int32_bytes(5) + float_bytes(0) + int32_bytes(5) + "<unk>" + float_bytes(0) +
+                              int32_bytes(3) + "<s>" + float_bytes(0) + int32_bytes(4) + "</s>");
   expect_error(load(3), {path, "no byte-fallback piece <0x00>"});
 }
 
@@ -530,7 +601,8 @@ TEST(TokenizerBadFiles, SkillgraftTokenizerJson) {
 }
 
 TEST(TokenizerBadFiles, Gpt2VocabAndMerges) {
-  const std::string dir = tt::write_tiny_gpt2(sg::test::temp_dir("sg-tok-bad"), tt::Gpt2Files::kVocabAndMerges);
+  const std::string dir =
+      tt::write_tiny_gpt2(sg::test::temp_dir("sg-tok-bad"), tt::Gpt2Files::kVocabAndMerges);
   const std::string vocab_path = join_path(dir, "vocab.json");
   const std::string merges_path = join_path(dir, "merges.txt");
   const std::string good_vocab = read_file(vocab_path);
