@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cstring>
 #include <filesystem>
@@ -13,6 +14,7 @@
 #include <iostream>
 #include <map>
 #include <random>
+#include <thread>
 
 #include "io/safetensors.h"
 #include "test_env.h"
@@ -330,6 +332,29 @@ TEST(SafetensorsRead, ZeroCopyTensorOutlivesTheFileObject) {
   std::filesystem::remove(path);
   EXPECT_EQ(f[0].item<float>(), 1.5f);
   EXPECT_EQ(f[1].item<float>(), -2.5f);
+}
+
+TEST(SafetensorsRead, ConcurrentGetsFromOneFile) {
+  // Four threads read every tensor of one file at once; each gets the values written.
+  StateDict tensors;
+  for (int i = 0; i < 8; ++i) tensors.insert("t" + std::to_string(i), at::full({64}, i, at::kInt));
+  std::string path = sg::util::join_path(sg::test::temp_dir("sg-st"), "mt.safetensors");
+  sg::io::save_safetensors(path, tensors);
+  SafetensorsFile file = SafetensorsFile::open(path);
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int round = 0; round < 50; ++round) {
+        for (int i = 0; i < 8; ++i) {
+          at::Tensor got = file.get("t" + std::to_string(i));
+          if (got.min().item<int>() != i || got.max().item<int>() != i) ++wrong;
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(wrong.load(), 0);
 }
 
 // ---- writing ----
