@@ -447,6 +447,7 @@ TEST(SafetensorsWrite, NonContiguousAndViewsAreWrittenAsTheirValues) {
   tensors.insert("sliced", base.slice(1, 2, 5));  // storage offset + strides
   tensors.insert("expanded", at::arange(3, at::kInt).expand({2, 3}));
   tensors.insert("sparse", base.to_sparse());
+  tensors.insert("negated", at::_neg_view(base));  // contiguous() keeps the lazy negation bit
   std::string path = sg::util::join_path(sg::test::temp_dir("sg-st"), "views.safetensors");
   sg::io::save_safetensors(path, tensors);
   StateDict loaded = sg::io::load_safetensors(path);
@@ -454,6 +455,7 @@ TEST(SafetensorsWrite, NonContiguousAndViewsAreWrittenAsTheirValues) {
   EXPECT_TRUE(at::equal(loaded["sliced"], base.slice(1, 2, 5).contiguous()));
   EXPECT_TRUE(at::equal(loaded["expanded"], at::tensor({0, 1, 2, 0, 1, 2}, at::kInt).view({2, 3})));
   EXPECT_TRUE(at::equal(loaded["sparse"], base));
+  EXPECT_TRUE(at::equal(loaded["negated"], -base));
 }
 
 TEST(SafetensorsWrite, RejectsBadInputsAndLeavesNoFile) {
