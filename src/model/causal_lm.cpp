@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <cstdio>
 #include <set>
 
 #include "io/hf_checkpoint.h"
@@ -132,7 +133,12 @@ LoadedModel load_model_dir(const std::string& dir) {
 void save_model_dir(const std::string& dir, const CausalLM& model, const io::Tokenizer* tokenizer,
                     uint64_t max_shard_bytes) {
   io::write_hf_checkpoint(dir, config_to_json(model.config()), model_state_dict(model), max_shard_bytes);
-  if (tokenizer != nullptr) tokenizer->save(dir);
+  if (tokenizer == nullptr) return;
+  // A tokenizer file left from an earlier save could take precedence over the one written now.
+  for (const char* name : {"skillgraft_tokenizer.json", "tokenizer.json", "vocab.json", "merges.txt"}) {
+    std::remove(util::join_path(dir, name).c_str());
+  }
+  tokenizer->save(dir);
 }
 
 }  // namespace sg::model
