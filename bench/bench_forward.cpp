@@ -1,8 +1,9 @@
 // Forward-throughput benchmark: prefill (B x T tokens, logits for every position) and batch-1
 // decode with the KV cache, for a model directory or a random model of a given config.
-// Prints one JSON line; bench/forward.sh runs it beside the Python baseline and prints ratios.
+// Prints one JSON line (median repetition); bench/forward.sh runs it beside the Python baseline and prints ratios.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -81,9 +82,15 @@ int main(int argc, char** argv) {
       SG_FAIL("--mode must be prefill or decode");
     }
     for (int64_t i = 0; i < o.warmup; ++i) step();
-    double start = now_seconds();
-    for (int64_t i = 0; i < o.iters; ++i) step();
-    double seconds = (now_seconds() - start) / static_cast<double>(o.iters);
+    // The median repetition: robust to a noisy neighbour on a shared machine.
+    std::vector<double> times;
+    for (int64_t i = 0; i < o.iters; ++i) {
+      double start = now_seconds();
+      step();
+      times.push_back(now_seconds() - start);
+    }
+    std::sort(times.begin(), times.end());
+    double seconds = times[times.size() / 2];
     std::printf("{\"impl\": \"skillgraft\", \"mode\": \"%s\", \"tokens_per_s\": %.1f, \"seconds\": %.6f, "
                 "\"params\": %lld, \"threads\": %d}\n",
                 o.mode.c_str(), tokens_per_iter / seconds, seconds,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Forward throughput of skillgraft vs the Python PyTorch baseline (bench/forward_py.py, same
 # LibTorch 1.13 build through Debian's python3-torch), same machine, same command, same threads.
+# Each figure is the median of 3 alternating runs, each the median of its repetitions.
 #   stories260K: prefill 8 x 256 tokens, and batch-1 decode of 256 tokens with the KV cache
 #   a ~21M-parameter Llama configuration: prefill 8 x 256 tokens
 # Usage: bench/forward.sh [--threads N] [--avx512]
@@ -25,15 +26,21 @@ config20m='{"model_type":"llama","vocab_size":4096,"hidden_size":512,"intermedia
 
 echo "threads: $threads; OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset} OPENBLAS_L2_SIZE=${OPENBLAS_L2_SIZE:-unset}"
 printf "%-34s %14s %14s %8s\n" "workload" "skillgraft t/s" "python t/s" "ratio"
+rounds=3
 run() {  # label, then the flags both implementations take
+  # Each implementation runs `rounds` times, alternating, so drift on a shared machine hits both;
+  # each run reports its median repetition and the table shows the median run.
   local label=$1; shift
-  local ours theirs
-  ours=$(build/bench/bench_forward "$@" --threads "$threads")
-  theirs=$(/usr/bin/python3 bench/forward_py.py "$@" --threads "$threads")
-  /usr/bin/python3 - "$label" "$ours" "$theirs" <<'PY'
-import json, sys
-label, ours, theirs = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
-a, b = ours["tokens_per_s"], theirs["tokens_per_s"]
+  local ours=() theirs=()
+  for _ in $(seq "$rounds"); do
+    ours+=("$(build/bench/bench_forward "$@" --threads "$threads")")
+    theirs+=("$(/usr/bin/python3 bench/forward_py.py "$@" --threads "$threads")")
+  done
+  /usr/bin/python3 - "$label" "${ours[@]}" "${theirs[@]}" <<'PY'
+import json, statistics, sys
+label, runs = sys.argv[1], [json.loads(line)["tokens_per_s"] for line in sys.argv[2:]]
+half = len(runs) // 2
+a, b = statistics.median(runs[:half]), statistics.median(runs[half:])
 print(f"{label:<34} {a:14.1f} {b:14.1f} {a / b:7.2f}x")
 PY
 }
