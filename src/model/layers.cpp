@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include "model/fused_ops.h"
+
 namespace sg::model {
 
 LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool has_bias) {
@@ -32,6 +34,7 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps_in) : eps(eps_in) {
 }
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  if (fused_ops_apply(x)) return fused_rms_norm(x, weight, eps);
   torch::Tensor x32 = x.scalar_type() == torch::kFloat ? x : x.to(torch::kFloat);
   torch::Tensor normed = x32 * torch::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps);
   return weight * normed.to(x.scalar_type());

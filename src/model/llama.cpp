@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "model/fused_ops.h"
 #include "util/error.h"
 
 namespace sg::model {
@@ -23,11 +24,17 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
   // H query heads share each of KV key/value heads in groups of R = H / KV; D = head_dim.
   const int64_t B = x.size(0), T = x.size(1), H = num_heads_, KV = num_kv_heads_, D = head_dim_;
   const int64_t R = H / KV;
-  torch::Tensor q = q_proj(x).view({B, T, H, D}).transpose(1, 2);   // (B, H, T, D)
-  torch::Tensor k = k_proj(x).view({B, T, KV, D}).transpose(1, 2);  // (B, KV, T, D)
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  torch::Tensor q = q_proj(x).view({B, T, H, D});
+  torch::Tensor k = k_proj(x).view({B, T, KV, D});
   torch::Tensor v = v_proj(x).view({B, T, KV, D}).transpose(1, 2);  // (B, KV, T, D)
-  q = apply_rope(q, cos, sin) * (1.0 / std::sqrt(static_cast<double>(D)));
-  k = apply_rope(k, cos, sin);
+  if (fused_ops_apply(q) && fused_ops_apply(k)) {
+    q = fused_rope(q, cos, sin, scale).transpose(1, 2);  // (B, H, T, D)
+    k = fused_rope(k, cos, sin, 1.0).transpose(1, 2);    // (B, KV, T, D)
+  } else {
+    q = apply_rope(q.transpose(1, 2), cos, sin) * scale;
+    k = apply_rope(k.transpose(1, 2), cos, sin);
+  }
   if (cache != nullptr) std::tie(k, v) = kv_cache_append(*cache, layer, k, v);
   torch::Tensor out = causal_attention(q.view({B, KV, R, T, D}), k, v, sliding_window_);  // (B, KV, R, T, D)
   out = out.view({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
@@ -41,7 +48,9 @@ LlamaMLPImpl::LlamaMLPImpl(const ModelConfig& c) {
 }
 
 torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x) {
-  return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+  torch::Tensor gate = gate_proj(x), up = up_proj(x);
+  if (fused_ops_apply(gate) && fused_ops_apply(up)) return down_proj(fused_swiglu(gate, up));
+  return down_proj(torch::silu(gate) * up);
 }
 
 LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const ModelConfig& c) {

@@ -10,6 +10,7 @@
 #include "io/safetensors.h"
 #include "model/attention_ops.h"
 #include "model/causal_lm.h"
+#include "model/fused_ops.h"
 #include "model/generate.h"
 #include "test_env.h"
 #include "util/error.h"
@@ -140,6 +141,39 @@ TEST(Attention, BlockedCausalAttentionMatchesNaiveLoops) {
       EXPECT_LT(max_abs_diff(got, expected), 1e-10) << "T=" << T << " past=" << past << " window=" << window;
     }
   }
+}
+
+TEST(FusedOps, MatchTheCompositeExpressions) {
+  // The fused inference kernels against the plain LibTorch expressions they replace, in float64.
+  torch::NoGradGuard no_grad;
+  torch::Tensor x = torch::randn({3, 5, 48});
+  torch::Tensor w = torch::randn({48});
+  torch::Tensor xd = x.to(torch::kDouble);
+  torch::Tensor norm = xd * torch::rsqrt(xd.pow(2).mean(-1, true) + 1e-5) * w.to(torch::kDouble);
+  EXPECT_LT(max_abs_diff(sg::model::fused_rms_norm(x, w, 1e-5), norm), 1e-5);
+
+  const int64_t B = 2, T = 7, H = 3, D = 8;
+  torch::Tensor q = torch::randn({B, T, H, D});
+  torch::Tensor angles = torch::randn({T, D / 2}, torch::kDouble);
+  torch::Tensor cos = torch::cat({angles, angles}, -1).cos(), sin = torch::cat({angles, angles}, -1).sin();
+  torch::Tensor qd = q.to(torch::kDouble).transpose(1, 2);  // (B, H, T, D)
+  torch::Tensor rotated = torch::cat({-qd.narrow(-1, D / 2, D / 2), qd.narrow(-1, 0, D / 2)}, -1);
+  torch::Tensor rope = (qd * cos + rotated * sin) * 0.5;
+  torch::Tensor fused = sg::model::fused_rope(q, cos.to(torch::kFloat), sin.to(torch::kFloat), 0.5);
+  EXPECT_LT(max_abs_diff(fused.transpose(1, 2), rope), 1e-5);
+
+  torch::Tensor gate = torch::randn({4, 33}) * 4, up = torch::randn({4, 33});
+  torch::Tensor gd = gate.to(torch::kDouble);
+  EXPECT_LT(max_abs_diff(sg::model::fused_swiglu(gate, up), gd * torch::sigmoid(gd) * up.to(torch::kDouble)), 1e-5);
+}
+
+TEST(FusedOps, InferenceAndTrainingForwardsAgree) {
+  // Under NoGradGuard the fused kernels run; with gradients the composite path does.
+  auto model = random_model(tiny_llama(), 31);
+  torch::Tensor tokens = torch::randint(0, 300, {2, 9}, torch::kLong);
+  torch::Tensor training = model->forward(tokens);
+  torch::NoGradGuard no_grad;
+  EXPECT_LT(max_abs_diff(model->forward(tokens), training.detach()), 1e-4);
 }
 
 TEST(Model, TiedLlamaHasNoSeparateHead) {
