@@ -6,6 +6,7 @@
 #include <cmath>
 #include <map>
 
+#include "io/hf_checkpoint.h"
 #include "io/llama2c.h"
 #include "io/safetensors.h"
 #include "model/attention_ops.h"
@@ -229,6 +230,22 @@ TEST(Model, ShardedSaveLoadsTheSameWeights) {
   sg::model::LoadedModel loaded = sg::model::load_model_dir(dir);
   for (const auto& item : sg::model::model_state_dict(*model)) {
     EXPECT_TRUE(torch::equal(item.value(), sg::model::model_state_dict(*loaded.model)[item.key()])) << item.key();
+  }
+}
+
+TEST(Model, HalfPrecisionCheckpointsLoadAsFloat32) {
+  // A BF16 / F16 checkpoint loads into float32 parameters equal to the stored values, widened.
+  for (auto dtype : {torch::kBFloat16, torch::kHalf}) {
+    auto model = random_model(tiny_llama(), 37);
+    sg::io::StateDict narrow;
+    for (const auto& item : sg::model::model_state_dict(*model)) narrow.insert(item.key(), item.value().to(dtype));
+    std::string dir = sg::test::temp_dir("sg-model");
+    sg::io::write_hf_checkpoint(dir, sg::model::config_to_json(model->config()), narrow);
+    sg::model::LoadedModel loaded = sg::model::load_model_dir(dir);
+    for (const auto& item : sg::model::model_state_dict(*loaded.model)) {
+      EXPECT_EQ(item.value().scalar_type(), torch::kFloat);
+      EXPECT_TRUE(torch::equal(item.value(), narrow[item.key()].to(torch::kFloat))) << item.key();
+    }
   }
 }
 
