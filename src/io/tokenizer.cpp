@@ -1,9 +1,11 @@
 // Tokenizers: load_tokenizer() dispatch, our skillgraft_tokenizer.json header, the byte
-// tokenizer, and the UTF-8 / JSON helpers the other kinds share (tokenizer_internal.h).
+// tokenizer, and the UTF-8 / JSON helpers and BPE merge loop the other kinds share
+// (tokenizer_internal.h).
 #include "io/tokenizer.h"
 
 #include <nlohmann/json.hpp>
 
+#include <queue>
 #include <string>
 #include <vector>
 
@@ -133,6 +135,63 @@ std::string check_skillgraft_header(const nlohmann::json& root, const std::strin
            path << ": unsupported version " << version << " (this build reads version "
                 << kSkillgraftTokenizerVersion << "); hint: written by a newer skillgraft?");
   return json_string(json_member(root, "kind", path, "top level"), path, "\"kind\"");
+}
+
+std::vector<int32_t> bpe_merge(std::vector<BpeSymbol> symbols, const BpePairLookup& lookup) {
+  if (symbols.empty()) return {};
+  // Symbols stay in text order in a doubly linked list: a merged symbol absorbs its right
+  // neighbour, so a smaller index is further left.
+  const int32_t n = static_cast<int32_t>(symbols.size());
+  std::vector<int32_t> prev(n);
+  std::vector<int32_t> next(n);
+  for (int32_t i = 0; i < n; ++i) {
+    prev[i] = i - 1;
+    next[i] = i + 1 < n ? i + 1 : -1;
+  }
+  struct Candidate {
+    double priority;
+    int32_t left;
+    int32_t right;
+    size_t left_length;  // to detect candidates made stale by another merge
+    size_t right_length;
+    int32_t merged_id;
+  };
+  struct Order {
+    bool operator()(const Candidate& a, const Candidate& b) const {
+      if (a.priority != b.priority) return a.priority > b.priority;
+      return a.left > b.left;
+    }
+  };
+  std::priority_queue<Candidate, std::vector<Candidate>, Order> queue;
+  auto push_candidate = [&](int32_t left, int32_t right) {
+    if (left < 0 || right < 0) return;
+    const BpeSymbol& a = symbols[left];
+    const BpeSymbol& b = symbols[right];
+    BpeMerge merge;
+    if (!a.mergeable || !b.mergeable || !lookup(a, b, merge)) return;
+    queue.push({merge.priority, left, right, a.length, b.length, merge.merged_id});
+  };
+  for (int32_t i = 0; i + 1 < n; ++i) push_candidate(i, i + 1);
+  while (!queue.empty()) {
+    Candidate candidate = queue.top();
+    queue.pop();
+    BpeSymbol& left = symbols[candidate.left];
+    BpeSymbol& right = symbols[candidate.right];
+    if (left.length != candidate.left_length || right.length != candidate.right_length ||
+        next[candidate.left] != candidate.right) {
+      continue;
+    }
+    left.id = candidate.merged_id;
+    left.length += right.length;
+    next[candidate.left] = next[candidate.right];
+    if (next[candidate.right] >= 0) prev[next[candidate.right]] = candidate.left;
+    right.length = 0;
+    push_candidate(prev[candidate.left], candidate.left);
+    push_candidate(candidate.left, next[candidate.left]);
+  }
+  std::vector<int32_t> ids;
+  for (int32_t i = 0; i >= 0; i = next[i]) ids.push_back(symbols[i].id);
+  return ids;
 }
 
 void check_token_id(int64_t id, int64_t vocab_size, const char* kind) {

@@ -9,7 +9,6 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <queue>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -289,64 +288,21 @@ void Gpt2Tokenizer::encode_word(std::string_view word, std::vector<int64_t>& ids
   }
 }
 
-// Lowest rank first, leftmost on ties; stale candidates (a side already merged) are skipped.
-// With a merges list in training order this equals encoder.py's "merge every occurrence of the
-// best pair, repeat", in O(n log n) rather than O(n^2) for long words.
+// Lowest rank first, leftmost on ties. With a merges list in training order this equals
+// encoder.py's "merge every occurrence of the best pair, repeat", in O(n log n) rather than O(n^2)
+// for long words.
 std::vector<int32_t> Gpt2Tokenizer::bpe(std::string_view word) const {
-  struct Symbol {
-    int32_t id;
-    int32_t prev;
-    int32_t next;
-    size_t length;  // bytes; 0 once absorbed into the left neighbour
-  };
-  struct Candidate {
-    int32_t rank;
-    int32_t left;  // symbol index; symbols stay in text order, so a smaller index is further left
-    int32_t right;
-    size_t left_length;
-    size_t right_length;
-    int32_t merged_id;
-  };
-  struct Order {
-    bool operator()(const Candidate& a, const Candidate& b) const {
-      if (a.rank != b.rank) return a.rank > b.rank;
-      return a.left > b.left;
-    }
-  };
-  const int32_t n = static_cast<int32_t>(word.size());
-  std::vector<Symbol> symbols(n);
-  for (int32_t i = 0; i < n; ++i) {
-    symbols[i] = {byte_ids_[static_cast<uint8_t>(word[i])], i - 1, i + 1 < n ? i + 1 : -1, 1};
+  std::vector<detail::BpeSymbol> symbols(word.size());
+  for (size_t i = 0; i < word.size(); ++i) {
+    symbols[i] = {i, 1, byte_ids_[static_cast<uint8_t>(word[i])], true};
   }
-  std::priority_queue<Candidate, std::vector<Candidate>, Order> queue;
-  auto push_candidate = [&](int32_t left, int32_t right) {
-    if (left < 0 || right < 0) return;
-    auto it = merge_rules_.find(pair_key(symbols[left].id, symbols[right].id));
-    if (it == merge_rules_.end()) return;
-    queue.push(
-        {it->second.rank, left, right, symbols[left].length, symbols[right].length, it->second.merged_id});
+  auto lookup = [&](const detail::BpeSymbol& left, const detail::BpeSymbol& right, detail::BpeMerge& merge) {
+    auto it = merge_rules_.find(pair_key(left.id, right.id));
+    if (it == merge_rules_.end()) return false;
+    merge = {static_cast<double>(it->second.rank), it->second.merged_id};
+    return true;
   };
-  for (int32_t i = 0; i + 1 < n; ++i) push_candidate(i, i + 1);
-  while (!queue.empty()) {
-    Candidate candidate = queue.top();
-    queue.pop();
-    Symbol& left = symbols[candidate.left];
-    Symbol& right = symbols[candidate.right];
-    if (left.length != candidate.left_length || right.length != candidate.right_length ||
-        left.next != candidate.right) {
-      continue;
-    }
-    left.id = candidate.merged_id;
-    left.length += right.length;
-    left.next = right.next;
-    if (right.next >= 0) symbols[right.next].prev = candidate.left;
-    right.length = 0;
-    push_candidate(left.prev, candidate.left);
-    push_candidate(candidate.left, left.next);
-  }
-  std::vector<int32_t> ids;
-  for (int32_t i = 0; i >= 0; i = symbols[i].next) ids.push_back(symbols[i].id);
-  return ids;
+  return detail::bpe_merge(std::move(symbols), lookup);
 }
 
 void Gpt2Tokenizer::save(const std::string& dir) const {

@@ -1,5 +1,5 @@
-// Private to src/io: what the tokenizer kinds share (UTF-8 scanning, JSON field access, the
-// skillgraft_tokenizer.json constants) and the constructors load_tokenizer() dispatches to.
+// Private to src/io: what the tokenizer kinds share (UTF-8 scanning, JSON field access, the BPE
+// merge loop, the skillgraft_tokenizer.json constants) and the constructors load_tokenizer() dispatches to.
 // Not part of the public API; tests include it to check the pieces on their own.
 #pragma once
 
@@ -8,6 +8,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -50,6 +51,31 @@ std::string check_skillgraft_header(const nlohmann::json& root, const std::strin
 
 // Throws unless 0 <= id < vocab_size, naming the kind.
 void check_token_id(int64_t id, int64_t vocab_size, const char* kind);
+
+// ---- BPE merging ----
+
+// One symbol of a word being merged: a span of the word and the token it currently is.
+struct BpeSymbol {
+  size_t start;   // byte offset in the word
+  size_t length;  // bytes
+  int32_t id;
+  bool mergeable = true;  // false: never merges (SentencePiece byte-fallback pieces)
+};
+
+// What merging two adjacent symbols gives. Lower priority merges first (GPT-2: the merge rank;
+// SentencePiece: minus the merged piece's score).
+struct BpeMerge {
+  double priority;
+  int32_t merged_id;
+};
+
+// Sets `merge` and returns true when `left` followed by `right` merges; false when it does not.
+using BpePairLookup = std::function<bool(const BpeSymbol& left, const BpeSymbol& right, BpeMerge& merge)>;
+
+// Merges adjacent mergeable symbols, the lowest priority first and the leftmost pair on ties,
+// until no pair merges; returns the ids left, in text order. O(n log n): each merge pushes at
+// most two candidates onto a heap, and candidates made stale by another merge are skipped.
+std::vector<int32_t> bpe_merge(std::vector<BpeSymbol> symbols, const BpePairLookup& lookup);
 
 // ---- SentencePiece-style BPE (tokenizer_sentencepiece.cpp) ----
 

@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <queue>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -135,53 +134,22 @@ class SentencePieceTokenizer final : public Tokenizer {
   std::array<int32_t, 256> byte_piece_ids_;
 };
 
-// A symbol is a span of the (prefixed) text holding one piece; merged symbols absorb their
-// right neighbour, so symbols stay in text order in a doubly linked list.
-struct Symbol {
-  size_t start;
-  size_t length;  // 0 once absorbed into its left neighbour
-  int32_t id;
-  int32_t prev;
-  int32_t next;
-  bool mergeable;  // false for byte-fallback symbols: their piece names are not their bytes
-};
-
-struct MergeCandidate {
-  float score;
-  size_t left_start;  // leftmost wins on equal scores
-  int32_t left;
-  int32_t right;
-  size_t left_length;  // to detect candidates made stale by another merge
-  size_t right_length;
-  int32_t merged_id;
-};
-
-struct CandidateOrder {
-  bool operator()(const MergeCandidate& a, const MergeCandidate& b) const {
-    if (a.score != b.score) return a.score < b.score;
-    return a.left_start > b.left_start;
-  }
-};
-
-// O(n log n): every merge pushes at most two candidates onto a heap; stale ones are skipped.
+// Pieces merge by score, the highest first (leftmost on ties), as run.c does; byte-fallback
+// symbols never merge: their piece names are not their bytes.
 std::vector<int64_t> SentencePieceTokenizer::encode(const std::string& text) const {
   if (text.empty()) return {};
   const std::string input = model_.add_dummy_prefix ? " " + text : text;
   const std::string_view view(input);
 
-  std::vector<Symbol> symbols;
+  std::vector<detail::BpeSymbol> symbols;
   symbols.reserve(input.size());
-  auto add_symbol = [&](size_t start, size_t length, int32_t id, bool mergeable) {
-    int32_t index = static_cast<int32_t>(symbols.size());
-    symbols.push_back({start, length, id, index - 1, index + 1, mergeable});
-  };
   size_t pos = 0;
   while (pos < input.size()) {
     size_t length = detail::utf8_sequence_length(view, pos);
     if (length > 0) {
       auto it = text_piece_ids_.find(view.substr(pos, length));
       if (it != text_piece_ids_.end()) {
-        add_symbol(pos, length, it->second, true);
+        symbols.push_back({pos, length, it->second, true});
         pos += length;
         continue;
       }
@@ -189,46 +157,19 @@ std::vector<int64_t> SentencePieceTokenizer::encode(const std::string& text) con
       length = 1;  // an ill-formed byte stands alone
     }
     for (size_t i = 0; i < length; ++i) {
-      add_symbol(pos + i, 1, byte_piece_ids_[static_cast<uint8_t>(input[pos + i])], false);
+      symbols.push_back({pos + i, 1, byte_piece_ids_[static_cast<uint8_t>(input[pos + i])], false});
     }
     pos += length;
   }
-  symbols.back().next = -1;
 
-  std::priority_queue<MergeCandidate, std::vector<MergeCandidate>, CandidateOrder> queue;
-  auto push_candidate = [&](int32_t left, int32_t right) {
-    if (left < 0 || right < 0) return;
-    const Symbol& a = symbols[left];
-    const Symbol& b = symbols[right];
-    if (!a.mergeable || !b.mergeable) return;
-    auto it = text_piece_ids_.find(view.substr(a.start, a.length + b.length));
-    if (it == text_piece_ids_.end()) return;
-    queue.push({model_.scores[it->second], a.start, left, right, a.length, b.length, it->second});
+  auto lookup = [&](const detail::BpeSymbol& left, const detail::BpeSymbol& right, detail::BpeMerge& merge) {
+    auto it = text_piece_ids_.find(view.substr(left.start, left.length + right.length));
+    if (it == text_piece_ids_.end()) return false;
+    merge = {-static_cast<double>(model_.scores[it->second]), it->second};
+    return true;
   };
-  for (size_t i = 0; i + 1 < symbols.size(); ++i) {
-    push_candidate(static_cast<int32_t>(i), static_cast<int32_t>(i + 1));
-  }
-  while (!queue.empty()) {
-    MergeCandidate candidate = queue.top();
-    queue.pop();
-    Symbol& left = symbols[candidate.left];
-    Symbol& right = symbols[candidate.right];
-    if (left.length != candidate.left_length || right.length != candidate.right_length ||
-        left.next != candidate.right) {
-      continue;
-    }
-    left.length += right.length;
-    left.id = candidate.merged_id;
-    left.next = right.next;
-    if (right.next >= 0) symbols[right.next].prev = candidate.left;
-    right.length = 0;
-    push_candidate(left.prev, candidate.left);
-    push_candidate(candidate.left, left.next);
-  }
-
-  std::vector<int64_t> ids;
-  for (int32_t i = 0; i >= 0; i = symbols[i].next) ids.push_back(symbols[i].id);
-  return ids;
+  std::vector<int32_t> merged = detail::bpe_merge(std::move(symbols), lookup);
+  return std::vector<int64_t>(merged.begin(), merged.end());
 }
 
 void SentencePieceTokenizer::save(const std::string& dir) const {

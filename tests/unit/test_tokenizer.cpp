@@ -10,6 +10,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "io/tokenizer.h"
@@ -53,6 +54,41 @@ TEST(TokenizerUtf8, SequenceLengths) {
                                  0),
             0u);
   EXPECT_EQ(utf8_sequence_length("\xFF", 0), 0u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shared BPE merge loop, on symbols "a" "b" "c" "a" "b" (ids 0, 1, 2, 0, 1)
+
+// Pair (left id, right id) -> {priority, merged id}; ids 3.. are merged tokens.
+sg::io::detail::BpePairLookup pair_table(std::vector<std::tuple<int32_t, int32_t, double, int32_t>> rules) {
+  return [rules](const sg::io::detail::BpeSymbol& left, const sg::io::detail::BpeSymbol& right,
+                 sg::io::detail::BpeMerge& merge) {
+    for (const auto& [a, b, priority, merged] : rules) {
+      if (a == left.id && b == right.id) {
+        merge = {priority, merged};
+        return true;
+      }
+    }
+    return false;
+  };
+}
+
+std::vector<sg::io::detail::BpeSymbol> abcab(bool first_mergeable = true) {
+  return {{0, 1, 0, first_mergeable}, {1, 1, 1, true}, {2, 1, 2, true}, {3, 1, 0, true}, {4, 1, 1, true}};
+}
+
+TEST(TokenizerBpeMerge, LowestPriorityFirstLeftmostOnTies) {
+  using sg::io::detail::bpe_merge;
+  using Ids32 = std::vector<int32_t>;
+  // Both "ab" (3, priority 1) merge before "ab c" (5, priority 2): ab c ab -> [5, 3].
+  EXPECT_EQ(bpe_merge(abcab(), pair_table({{0, 1, 1, 3}, {3, 2, 2, 5}})), (Ids32{5, 3}));
+  // "bc" (4, priority 0) goes first and takes the first "b": a bc ab.
+  EXPECT_EQ(bpe_merge(abcab(), pair_table({{0, 1, 1, 3}, {1, 2, 0, 4}})), (Ids32{0, 4, 3}));
+  // "ab" and "ca" tie at 1: leftmost first, so "ab" then "ca" -> ab ca b; "ab"+"ca" is no rule.
+  EXPECT_EQ(bpe_merge(abcab(), pair_table({{0, 1, 1, 3}, {2, 0, 1, 4}})), (Ids32{3, 4, 1}));
+  // A symbol that is not mergeable stays as it is.
+  EXPECT_EQ(bpe_merge(abcab(false), pair_table({{0, 1, 1, 3}})), (Ids32{0, 1, 2, 3}));
+  EXPECT_EQ(bpe_merge({}, pair_table({})), Ids32{});
 }
 
 // ---------------------------------------------------------------------------------------------
