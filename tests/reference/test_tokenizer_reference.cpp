@@ -59,6 +59,22 @@ void expect_same_ids(const Ids& ours, const Ids& expected, const Tokenizer& tok,
                 << "\n  reference: " << ids_text(expected, from, i + 8);
 }
 
+// A reference's output, one JSON array of ids per line, against our encoding of each text.
+void expect_same_ids_per_line(const Tokenizer& tok, const std::vector<std::string>& texts,
+                              const std::string& reference_lines) {
+  std::istringstream lines(reference_lines);
+  std::string line;
+  size_t index = 0;
+  while (std::getline(lines, line)) {
+    ASSERT_LT(index, texts.size()) << "the reference wrote more lines than there are texts";
+    Ids expected = nlohmann::json::parse(line).get<Ids>();
+    expect_same_ids(tok.encode(texts[index]), expected, tok,
+                    "text " + std::to_string(index) + " " + tt::printable(texts[index]));
+    ++index;
+  }
+  EXPECT_EQ(index, texts.size());
+}
+
 // ---------------------------------------------------------------------------------------------
 // tok512 against the Python reference
 
@@ -98,17 +114,7 @@ TEST(SentencePieceTokenizerReference, Tok512MatchesPythonLlama2cAlgorithm) {
                             " " + sg::test::shell_quote(output));
   ASSERT_EQ(result.exit_code, 0) << "the Python reference failed:\n" << result.output;
 
-  std::istringstream expected_lines(read_file(output));
-  std::string line;
-  size_t index = 0;
-  while (std::getline(expected_lines, line)) {
-    ASSERT_LT(index, texts.size());
-    Ids expected = nlohmann::json::parse(line).get<Ids>();
-    expect_same_ids(tok->encode(texts[index]), expected, *tok,
-                    "text " + std::to_string(index) + " " + tt::printable(texts[index]));
-    ++index;
-  }
-  EXPECT_EQ(index, texts.size());
+  expect_same_ids_per_line(*tok, texts, read_file(output));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -178,17 +184,7 @@ TEST(Gpt2TokenizerReference, RandomTextsMatchGpt3EncoderPackage) {
   for (const auto& text : texts) lines += nlohmann::json(text).dump() + "\n";
   write_file_atomic(input, lines);
 
-  std::istringstream expected_lines(run_node(package, input, true));
-  std::string line;
-  size_t index = 0;
-  while (std::getline(expected_lines, line)) {
-    ASSERT_LT(index, texts.size());
-    Ids expected = nlohmann::json::parse(line).get<Ids>();
-    expect_same_ids(tok->encode(texts[index]), expected, *tok,
-                    "text " + std::to_string(index) + " " + tt::printable(texts[index]));
-    ++index;
-  }
-  EXPECT_EQ(index, texts.size());
+  expect_same_ids_per_line(*tok, texts, run_node(package, input, true));
 }
 
 TEST(Gpt2TokenizerReference, FullVocabularyTokenizerJsonAndRoundTrip) {

@@ -16,6 +16,8 @@
 
 namespace sg::test::tokenizer {
 
+// The same encoding as src/io's append_utf8, kept separate on purpose: the test vocabularies and
+// texts must not inherit a bug of the code under test.
 inline void append_code_point(std::string& out, uint32_t cp) {
   if (cp < 0x80) {
     out += static_cast<char>(cp);

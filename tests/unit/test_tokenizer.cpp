@@ -590,50 +590,31 @@ TEST(TokenizerBadFiles, SkillgraftTokenizerJson) {
   write_file_atomic(path, "[1, 2]");
   expect_error(load, {path, "top level must be a JSON object"});
 
-  auto root = tiny_sp_json(true);
-  root["format"] = "something.else";
-  write(root);
-  expect_error(load, {path, "\"format\" is \"something.else\""});
-  root = tiny_sp_json(true);
-  root.erase("format");
-  write(root);
-  expect_error(load, {path, "missing \"format\""});
-  root = tiny_sp_json(true);
-  root["version"] = 2;
-  write(root);
-  expect_error(load, {path, "unsupported version 2"});
-  root = tiny_sp_json(true);
-  root["kind"] = "wordpiece";
-  write(root);
-  expect_error(load, {path, "unknown tokenizer kind \"wordpiece\""});
-  root = tiny_sp_json(true);
-  root["scores"].erase(root["scores"].size() - 1);
-  write(root);
-  expect_error(load, {path, "\"pieces\" has 270 entries but \"scores\" has 269"});
-  root = tiny_sp_json(true);
-  root["pieces"][4] = 17;
-  write(root);
-  expect_error(load, {path, "pieces[4] must be a string"});
-  root = tiny_sp_json(true);
-  root["scores"][4] = "high";
-  write(root);
-  expect_error(load, {path, "scores[4] must be a number"});
-  root = tiny_sp_json(true);
-  root.erase("bos_id");
-  write(root);
-  expect_error(load, {path, "missing \"bos_id\""});
-  root = tiny_sp_json(true);
-  root["eos_id"] = 270;
-  write(root);
-  expect_error(load, {path, "special token id 270 is outside the vocabulary of 270"});
-  root = tiny_sp_json(true);
-  root["add_dummy_prefix"] = "yes";
-  write(root);
-  expect_error(load, {path, "\"add_dummy_prefix\" must be true or false"});
-  root = tiny_sp_json(true);
-  root["pieces"][kTinyByteBase + 0x41] = "<0x41x";
-  write(root);
-  expect_error(load, {path, "no byte-fallback piece <0x41>"});
+  // Each case: one edit of a good file, and what the error must say besides the path.
+  auto expect_edit_error = [&](const std::function<void(nlohmann::ordered_json&)>& edit,
+                               std::vector<std::string> fragments) {
+    nlohmann::ordered_json root = tiny_sp_json(true);
+    edit(root);
+    write(root);
+    fragments.insert(fragments.begin(), path);
+    expect_error(load, fragments);
+  };
+  expect_edit_error([](auto& root) { root["format"] = "something.else"; },
+                    {"\"format\" is \"something.else\""});
+  expect_edit_error([](auto& root) { root.erase("format"); }, {"missing \"format\""});
+  expect_edit_error([](auto& root) { root["version"] = 2; }, {"unsupported version 2"});
+  expect_edit_error([](auto& root) { root["kind"] = "wordpiece"; }, {"unknown tokenizer kind \"wordpiece\""});
+  expect_edit_error([](auto& root) { root["scores"].erase(root["scores"].size() - 1); },
+                    {"\"pieces\" has 270 entries but \"scores\" has 269"});
+  expect_edit_error([](auto& root) { root["pieces"][4] = 17; }, {"pieces[4] must be a string"});
+  expect_edit_error([](auto& root) { root["scores"][4] = "high"; }, {"scores[4] must be a number"});
+  expect_edit_error([](auto& root) { root.erase("bos_id"); }, {"missing \"bos_id\""});
+  expect_edit_error([](auto& root) { root["eos_id"] = 270; },
+                    {"special token id 270 is outside the vocabulary of 270"});
+  expect_edit_error([](auto& root) { root["add_dummy_prefix"] = "yes"; },
+                    {"\"add_dummy_prefix\" must be true or false"});
+  expect_edit_error([](auto& root) { root["pieces"][kTinyByteBase + 0x41] = "<0x41x"; },
+                    {"no byte-fallback piece <0x41>"});
 }
 
 TEST(TokenizerBadFiles, Gpt2VocabAndMerges) {
@@ -680,46 +661,32 @@ TEST(TokenizerBadFiles, HfTokenizerJson) {
   auto load = [&] { sg::io::load_hf_tokenizer_json(path); };
   auto write = [&](const nlohmann::json& root) { write_file_atomic(path, root.dump()); };
 
-  auto root = tt::tiny_gpt2_tokenizer_json(true);
-  root["model"]["type"] = "WordPiece";
-  write(root);
-  expect_error(load, {path, "model.type is \"WordPiece\"", "byte-level BPE"});
-  root = tt::tiny_gpt2_tokenizer_json(true);
-  root.erase("model");
-  write(root);
-  expect_error(load, {path, "missing \"model\""});
-  root = tt::tiny_gpt2_tokenizer_json(true);
-  root["model"]["byte_fallback"] = true;
-  write(root);
-  expect_error(load, {path, "byte_fallback"});
-  root = tt::tiny_gpt2_tokenizer_json(true);
-  root["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\xE2\x96\x81"}};
-  write(root);
-  expect_error(load, {path, "pre_tokenizer is \"Metaspace\""});
-  root = tt::tiny_gpt2_tokenizer_json(true);
-  root["pre_tokenizer"]["add_prefix_space"] = true;
-  write(root);
-  expect_error(load, {path, "add_prefix_space"});
-  root = tt::tiny_gpt2_tokenizer_json(true);
-  root["normalizer"] = {{"type", "NFC"}};
-  write(root);
-  expect_error(load, {path, "normalizer"});
-  root = tt::tiny_gpt2_tokenizer_json(true);
-  root["model"]["merges"][2] = nlohmann::json::array({1, 2});
-  write(root);
-  expect_error(load, {path, "model.merges[2]"});
-  root = tt::tiny_gpt2_tokenizer_json(false);
-  root["model"]["merges"][2] = "he";
-  write(root);
-  expect_error(load, {path, "model.merges[2] is \"he\""});
-  root = tt::tiny_gpt2_tokenizer_json(true);
-  root["model"]["merges"][3] = nlohmann::json::array({"i", "z"});
-  write(root);
-  expect_error(load, {path, "model.merges[3]", "\"iz\" is not in the vocabulary"});
-  root = tt::tiny_gpt2_tokenizer_json(true);
-  root["added_tokens"].push_back({{"id", 5}, {"content", "<pad>"}});
-  write(root);
-  expect_error(load, {path, "added_tokens[1] gives id 5 to \"<pad>\""});
+  // Each case: one edit of a good file, and what the error must say besides the path.
+  auto expect_edit_error = [&](const std::function<void(nlohmann::json&)>& edit,
+                               std::vector<std::string> fragments, bool pair_merges = true) {
+    nlohmann::json root = tt::tiny_gpt2_tokenizer_json(pair_merges);
+    edit(root);
+    write(root);
+    fragments.insert(fragments.begin(), path);
+    expect_error(load, fragments);
+  };
+  expect_edit_error([](auto& root) { root["model"]["type"] = "WordPiece"; },
+                    {"model.type is \"WordPiece\"", "byte-level BPE"});
+  expect_edit_error([](auto& root) { root.erase("model"); }, {"missing \"model\""});
+  expect_edit_error([](auto& root) { root["model"]["byte_fallback"] = true; }, {"byte_fallback"});
+  expect_edit_error([](auto& root) { root["pre_tokenizer"] = {{"type", "Metaspace"},
+                    {"replacement", "\xE2\x96\x81"}}; }, {"pre_tokenizer is \"Metaspace\""});
+  expect_edit_error([](auto& root) { root["pre_tokenizer"]["add_prefix_space"] = true; },
+                    {"add_prefix_space"});
+  expect_edit_error([](auto& root) { root["normalizer"] = {{"type", "NFC"}}; }, {"normalizer"});
+  expect_edit_error([](auto& root) { root["model"]["merges"][2] = nlohmann::json::array({1, 2}); },
+                    {"model.merges[2]"});
+  expect_edit_error([](auto& root) { root["model"]["merges"][2] = "he"; },
+                    {"model.merges[2] is \"he\""}, false);
+  expect_edit_error([](auto& root) { root["model"]["merges"][3] = nlohmann::json::array({"i", "z"}); },
+                    {"model.merges[3]", "\"iz\" is not in the vocabulary"});
+  expect_edit_error([](auto& root) { root["added_tokens"].push_back({{"id", 5},
+                    {"content", "<pad>"}}); }, {"added_tokens[1] gives id 5 to \"<pad>\""});
 }
 
 TEST(TokenizerBadFiles, LoadTokenizerNamesTheDirectoryAndTheFiles) {
