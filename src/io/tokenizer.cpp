@@ -7,6 +7,8 @@
 
 #include <queue>
 #include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "io/tokenizer_internal.h"
@@ -124,6 +126,95 @@ std::string json_string(const nlohmann::json& value, const std::string& path, co
   return value.get<std::string>();
 }
 
+std::vector<std::string> tokens_by_id(const std::vector<std::pair<std::string, int64_t>>& entries,
+                                      const std::string& path) {
+  std::vector<std::string> tokens(entries.size());
+  std::vector<bool> seen(entries.size(), false);
+  for (const auto& [token, id] : entries) {
+    SG_CHECK(id >= 0 && id < static_cast<int64_t>(entries.size()),
+             path << ": token \"" << token << "\" has id " << id << ", outside 0.." << entries.size() - 1
+                  << "; hint: ids must number the " << entries.size() << " tokens from 0 without gaps");
+    SG_CHECK(!seen[id],
+             path << ": id " << id << " is given to both \"" << tokens[id] << "\" and \"" << token << "\"");
+    seen[id] = true;
+    tokens[id] = token;
+  }
+  return tokens;
+}
+
+std::vector<std::pair<std::string, int64_t>> vocab_entries(const nlohmann::json& vocab,
+                                                           const std::string& path,
+                                                           const std::string& where) {
+  SG_CHECK(vocab.is_object(), path << ": " << where << " must be a JSON object of token -> id");
+  std::vector<std::pair<std::string, int64_t>> entries;
+  entries.reserve(vocab.size());
+  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+    entries.emplace_back(it.key(), json_int(it.value(), path, where + "[\"" + it.key() + "\"]"));
+  }
+  return entries;
+}
+
+bool split_merge(const std::string& line, std::pair<std::string, std::string>& merge) {
+  size_t space = line.find(' ');
+  if (space == std::string::npos || space == 0 || space + 1 == line.size()) return false;
+  if (line.find(' ', space + 1) != std::string::npos) return false;
+  merge = {line.substr(0, space), line.substr(space + 1)};
+  return true;
+}
+
+HfBpeVocab read_hf_bpe_vocab(const nlohmann::json& root, const std::string& path) {
+  const nlohmann::json& model = json_member(root, "model", path, "top level");
+  std::vector<std::pair<std::string, int64_t>> entries =
+      vocab_entries(json_member(model, "vocab", path, "\"model\""), path, "model.vocab");
+  const size_t model_vocab_size = entries.size();
+  auto added = root.find("added_tokens");
+  if (added != root.end() && !added->is_null()) {
+    SG_CHECK(added->is_array(), path << ": \"added_tokens\" must be an array");
+    std::unordered_map<int64_t, std::string> model_tokens;
+    for (const auto& [token, id] : entries) model_tokens.emplace(id, token);
+    for (size_t i = 0; i < added->size(); ++i) {
+      const std::string where = "added_tokens[" + std::to_string(i) + "]";
+      const nlohmann::json& entry = (*added)[i];
+      int64_t id = json_int(json_member(entry, "id", path, where), path, where + ".id");
+      std::string content = json_string(json_member(entry, "content", path, where), path, where + ".content");
+      auto existing = model_tokens.find(id);
+      if (existing != model_tokens.end()) {
+        SG_CHECK(existing->second == content, path << ": " << where << " gives id " << id << " to \""
+                                                   << content << "\" but model.vocab gives it to \""
+                                                   << existing->second << "\"");
+        continue;
+      }
+      model_tokens.emplace(id, content);
+      entries.emplace_back(content, id);
+    }
+  }
+  HfBpeVocab vocab;
+  vocab.tokens = tokens_by_id(entries, path);
+  // Added tokens not in model.vocab carry their text as it is (HF: "content").
+  vocab.added.assign(vocab.tokens.size(), false);
+  for (size_t i = model_vocab_size; i < entries.size(); ++i) vocab.added[entries[i].second] = true;
+
+  const nlohmann::json& merges = json_member(model, "merges", path, "\"model\"");
+  SG_CHECK(merges.is_array(), path << ": model.merges must be an array");
+  vocab.merges.reserve(merges.size());
+  for (size_t i = 0; i < merges.size(); ++i) {
+    const nlohmann::json& merge = merges[i];
+    std::pair<std::string, std::string> parts;
+    if (merge.is_string()) {
+      SG_CHECK(split_merge(merge.get<std::string>(), parts), path << ": model.merges[" << i << "] is \""
+                                                                  << merge.get<std::string>()
+                                                                  << "\", expected \"<left> <right>\"");
+    } else {
+      SG_CHECK(merge.is_array() && merge.size() == 2 && merge[0].is_string() && merge[1].is_string(),
+               path << ": model.merges[" << i << "] is " << merge.dump()
+                    << ", expected \"<left> <right>\" or [\"<left>\", \"<right>\"]");
+      parts = {merge[0].get<std::string>(), merge[1].get<std::string>()};
+    }
+    vocab.merges.push_back(std::move(parts));
+  }
+  return vocab;
+}
+
 std::string check_skillgraft_header(const nlohmann::json& root, const std::string& path) {
   SG_CHECK(root.is_object(), path << ": the top level must be a JSON object");
   std::string format = json_string(json_member(root, "format", path, "top level"), path, "\"format\"");
@@ -131,8 +222,8 @@ std::string check_skillgraft_header(const nlohmann::json& root, const std::strin
                                                       << kSkillgraftTokenizerFormat
                                                       << "\"; hint: this is not a skillgraft tokenizer file");
   int64_t version = json_int(json_member(root, "version", path, "top level"), path, "\"version\"");
-  SG_CHECK(version == kSkillgraftTokenizerVersion,
-           path << ": unsupported version " << version << " (this build reads version "
+  SG_CHECK(version >= 1 && version <= kSkillgraftTokenizerVersion,
+           path << ": unsupported version " << version << " (this build reads versions 1.."
                 << kSkillgraftTokenizerVersion << "); hint: written by a newer skillgraft?");
   return json_string(json_member(root, "kind", path, "top level"), path, "\"kind\"");
 }
@@ -240,7 +331,7 @@ class ByteTokenizer final : public Tokenizer {
   void save(const std::string& dir) const override {
     nlohmann::ordered_json root;
     root["format"] = detail::kSkillgraftTokenizerFormat;
-    root["version"] = detail::kSkillgraftTokenizerVersion;
+    root["version"] = 1;
     root["kind"] = "byte";
     util::make_directories(dir);
     util::write_file_atomic(util::join_path(dir, detail::kSkillgraftTokenizerFile), root.dump(2) + "\n");

@@ -1,7 +1,8 @@
 // Tokenizers: the interface, and loaders for every kind skillgraft reads.
-// Kinds: SentencePiece-style BPE with scores and byte fallback (llama2.c tok512, our
-// skillgraft_tokenizer.json), GPT-2 byte-level BPE (vocab.json + merges.txt, or tokenizer.json),
-// and a plain byte tokenizer. All are immutable after loading and safe to share between threads.
+// Kinds: SentencePiece-style BPE with byte fallback, merging by score or by merge rank (llama2.c
+// tok512, our skillgraft_tokenizer.json, Llama-2-style HF tokenizer.json), GPT-2 byte-level BPE
+// (vocab.json + merges.txt, or tokenizer.json), and a plain byte tokenizer. All are immutable
+// after loading and safe to share between threads.
 #pragma once
 
 #include <cstdint>
@@ -37,7 +38,7 @@ class Tokenizer {
 
 // Files and formats: docs/formats.md, "Tokenizers".
 // The tokenizer of a model directory, by the first file present:
-// skillgraft_tokenizer.json, tokenizer.json (BPE, byte-level), vocab.json + merges.txt.
+// skillgraft_tokenizer.json, tokenizer.json (BPE: byte_fallback or byte-level), vocab.json + merges.txt.
 // Throws naming the directory and the files looked for when none is there.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir);
 

@@ -163,10 +163,6 @@ struct MergeRule {
   int32_t merged_id;
 };
 
-uint64_t pair_key(int32_t left, int32_t right) {
-  return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
-}
-
 class Gpt2Tokenizer final : public Tokenizer {
  public:
   Gpt2Tokenizer(Gpt2Vocab vocab, const std::string& source)
@@ -207,8 +203,8 @@ class Gpt2Tokenizer final : public Tokenizer {
           byte_level[left_it->second] && byte_level[right_it->second],
           origin() << ": merge \"" << left << " " << right << "\" names a token that is not byte-level text");
       // A repeated pair takes its later rank, as in OpenAI's encoder.py (a dict built in order).
-      merge_rules_[pair_key(left_it->second, right_it->second)] = {static_cast<int32_t>(rank),
-                                                                   merged_it->second};
+      merge_rules_[detail::bpe_pair_key(left_it->second, right_it->second)] = {static_cast<int32_t>(rank),
+                                                                               merged_it->second};
     }
     auto eos = ids_by_string_.find("<|endoftext|>");
     eos_id_ = eos == ids_by_string_.end() ? -1 : eos->second;
@@ -297,7 +293,7 @@ std::vector<int32_t> Gpt2Tokenizer::bpe(std::string_view word) const {
     symbols[i] = {i, 1, byte_ids_[static_cast<uint8_t>(word[i])], true};
   }
   auto lookup = [&](const detail::BpeSymbol& left, const detail::BpeSymbol& right, detail::BpeMerge& merge) {
-    auto it = merge_rules_.find(pair_key(left.id, right.id));
+    auto it = merge_rules_.find(detail::bpe_pair_key(left.id, right.id));
     if (it == merge_rules_.end()) return false;
     merge = {static_cast<double>(it->second.rank), it->second.merged_id};
     return true;
@@ -325,44 +321,6 @@ void Gpt2Tokenizer::save(const std::string& dir) const {
   util::make_directories(dir);
   util::write_file_atomic(vocab_path, vocab + "\n");
   util::write_file_atomic(util::join_path(dir, "merges.txt"), merges);
-}
-
-// Orders (token, id) pairs into a table by id; ids must be exactly 0..N-1.
-std::vector<std::string> tokens_by_id(const std::vector<std::pair<std::string, int64_t>>& entries,
-                                      const std::string& path) {
-  std::vector<std::string> tokens(entries.size());
-  std::vector<bool> seen(entries.size(), false);
-  for (const auto& [token, id] : entries) {
-    SG_CHECK(id >= 0 && id < static_cast<int64_t>(entries.size()),
-             path << ": token \"" << token << "\" has id " << id << ", outside 0.." << entries.size() - 1
-                  << "; hint: ids must number the " << entries.size() << " tokens from 0 without gaps");
-    SG_CHECK(!seen[id],
-             path << ": id " << id << " is given to both \"" << tokens[id] << "\" and \"" << token << "\"");
-    seen[id] = true;
-    tokens[id] = token;
-  }
-  return tokens;
-}
-
-std::vector<std::pair<std::string, int64_t>> vocab_entries(const nlohmann::json& vocab,
-                                                           const std::string& path,
-                                                           const std::string& where) {
-  SG_CHECK(vocab.is_object(), path << ": " << where << " must be a JSON object of token -> id");
-  std::vector<std::pair<std::string, int64_t>> entries;
-  entries.reserve(vocab.size());
-  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    entries.emplace_back(it.key(), detail::json_int(it.value(), path, where + "[\"" + it.key() + "\"]"));
-  }
-  return entries;
-}
-
-// "a b" -> {a, b}; false unless exactly two non-empty parts.
-bool split_merge(const std::string& line, std::pair<std::string, std::string>& merge) {
-  size_t space = line.find(' ');
-  if (space == std::string::npos || space == 0 || space + 1 == line.size()) return false;
-  if (line.find(' ', space + 1) != std::string::npos) return false;
-  merge = {line.substr(0, space), line.substr(space + 1)};
-  return true;
 }
 
 }  // namespace
@@ -394,7 +352,8 @@ std::vector<std::string> gpt2_pretokenize(std::string_view text) {
 std::unique_ptr<Tokenizer> load_gpt2_tokenizer(const std::string& vocab_json, const std::string& merges_txt) {
   nlohmann::json vocab_root = detail::read_json_file(vocab_json);
   Gpt2Vocab vocab;
-  vocab.tokens = tokens_by_id(vocab_entries(vocab_root, vocab_json, "the top level"), vocab_json);
+  vocab.tokens =
+      detail::tokens_by_id(detail::vocab_entries(vocab_root, vocab_json, "the top level"), vocab_json);
 
   const std::string text = util::read_file(merges_txt);
   std::vector<size_t> lines;
@@ -409,9 +368,9 @@ std::unique_ptr<Tokenizer> load_gpt2_tokenizer(const std::string& vocab_json, co
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty() || (line_number == 1 && line.rfind("#version", 0) == 0)) continue;
     std::pair<std::string, std::string> merge;
-    SG_CHECK(split_merge(line, merge), merges_txt << ":" << line_number
-                                                  << ": expected \"<left> <right>\", got \"" << line
-                                                  << "\"; hint: is this a BPE merges.txt?");
+    SG_CHECK(detail::split_merge(line, merge), merges_txt << ":" << line_number
+                                                          << ": expected \"<left> <right>\", got \"" << line
+                                                          << "\"; hint: is this a BPE merges.txt?");
     vocab.merges.push_back(std::move(merge));
     lines.push_back(line_number);
   }
@@ -421,7 +380,9 @@ std::unique_ptr<Tokenizer> load_gpt2_tokenizer(const std::string& vocab_json, co
 
 std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path) {
   const nlohmann::json root = detail::read_json_file(path);
-  const std::string hint = "; hint: only GPT-2-style byte-level BPE tokenizer.json files are supported";
+  const std::string hint =
+      "; hint: tokenizer.json loads for byte-level BPE (GPT-2, Llama-3) and byte_fallback BPE (Llama-2); "
+      "see docs/formats.md, Tokenizers";
   const nlohmann::json& model = detail::json_member(root, "model", path, "top level");
   const std::string type =
       detail::json_string(detail::json_member(model, "type", path, "\"model\""), path, "model.type");
@@ -432,8 +393,8 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path) {
     auto it = object.find(key);
     return it != object.end() && !it->is_null() && *it != false && *it != "";
   };
-  SG_CHECK(!is_set(model, "byte_fallback"),
-           path << ": model.byte_fallback is set (a SentencePiece-style BPE)" << hint);
+  // Llama-2 / Mistral: SentencePiece-style BPE with "<0xNN>" byte pieces.
+  if (is_set(model, "byte_fallback")) return detail::sentencepiece_from_hf_json(root, path);
   SG_CHECK(!is_set(model, "continuing_subword_prefix") && !is_set(model, "end_of_word_suffix"),
            path << ": model has a subword prefix/suffix" << hint);
   SG_CHECK(!is_set(model, "ignore_merges"), path << ": model.ignore_merges is set" << hint);
@@ -449,56 +410,11 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path) {
   SG_CHECK(use_regex == pre_tokenizer.end() || *use_regex == true,
            path << ": pre_tokenizer.use_regex is false" << hint);
 
-  std::vector<std::pair<std::string, int64_t>> entries =
-      vocab_entries(detail::json_member(model, "vocab", path, "\"model\""), path, "model.vocab");
-  const size_t model_vocab_size = entries.size();
-  std::vector<bool> literal;
-  auto added = root.find("added_tokens");
-  if (added != root.end() && !added->is_null()) {
-    SG_CHECK(added->is_array(), path << ": \"added_tokens\" must be an array");
-    std::unordered_map<int64_t, std::string> model_tokens;
-    for (const auto& [token, id] : entries) model_tokens.emplace(id, token);
-    for (size_t i = 0; i < added->size(); ++i) {
-      const std::string where = "added_tokens[" + std::to_string(i) + "]";
-      const nlohmann::json& entry = (*added)[i];
-      int64_t id = detail::json_int(detail::json_member(entry, "id", path, where), path, where + ".id");
-      std::string content =
-          detail::json_string(detail::json_member(entry, "content", path, where), path, where + ".content");
-      auto existing = model_tokens.find(id);
-      if (existing != model_tokens.end()) {
-        SG_CHECK(existing->second == content, path << ": " << where << " gives id " << id << " to \""
-                                                   << content << "\" but model.vocab gives it to \""
-                                                   << existing->second << "\"");
-        continue;
-      }
-      model_tokens.emplace(id, content);
-      entries.emplace_back(content, id);
-    }
-  }
+  detail::HfBpeVocab hf = detail::read_hf_bpe_vocab(root, path);
   Gpt2Vocab vocab;
-  vocab.tokens = tokens_by_id(entries, path);
-  // Added tokens not in model.vocab carry their text as it is (HF: "content"), not byte-level.
-  vocab.literal.assign(vocab.tokens.size(), false);
-  for (size_t i = model_vocab_size; i < entries.size(); ++i) vocab.literal[entries[i].second] = true;
-
-  const nlohmann::json& merges = detail::json_member(model, "merges", path, "\"model\"");
-  SG_CHECK(merges.is_array(), path << ": model.merges must be an array");
-  vocab.merges.reserve(merges.size());
-  for (size_t i = 0; i < merges.size(); ++i) {
-    const nlohmann::json& merge = merges[i];
-    std::pair<std::string, std::string> parts;
-    if (merge.is_string()) {
-      SG_CHECK(split_merge(merge.get<std::string>(), parts), path << ": model.merges[" << i << "] is \""
-                                                                  << merge.get<std::string>()
-                                                                  << "\", expected \"<left> <right>\"");
-    } else {
-      SG_CHECK(merge.is_array() && merge.size() == 2 && merge[0].is_string() && merge[1].is_string(),
-               path << ": model.merges[" << i << "] is " << merge.dump()
-                    << ", expected \"<left> <right>\" or [\"<left>\", \"<right>\"]");
-      parts = {merge[0].get<std::string>(), merge[1].get<std::string>()};
-    }
-    vocab.merges.push_back(std::move(parts));
-  }
+  vocab.tokens = std::move(hf.tokens);
+  vocab.literal = std::move(hf.added);
+  vocab.merges = std::move(hf.merges);
   vocab.merge_origin = [&](size_t rank) { return path + ": model.merges[" + std::to_string(rank) + "]"; };
   return std::make_unique<Gpt2Tokenizer>(std::move(vocab), path);
 }

@@ -21,7 +21,9 @@ namespace sg::io::detail {
 
 constexpr char kSkillgraftTokenizerFile[] = "skillgraft_tokenizer.json";
 constexpr char kSkillgraftTokenizerFormat[] = "skillgraft.tokenizer";
-constexpr int64_t kSkillgraftTokenizerVersion = 1;
+// Version 2 adds "merges" (sentencepiece_bpe merging by rank); files without them are written as
+// version 1, which older builds read.
+constexpr int64_t kSkillgraftTokenizerVersion = 2;
 
 // ---- UTF-8 ----
 
@@ -44,7 +46,27 @@ const nlohmann::json& json_member(const nlohmann::json& object, const std::strin
 int64_t json_int(const nlohmann::json& value, const std::string& path, const std::string& what);
 std::string json_string(const nlohmann::json& value, const std::string& path, const std::string& what);
 
-// Checks format, version and returns kind of a skillgraft_tokenizer.json root object.
+// ---- Vocabularies and merges as HF files write them ----
+
+// Orders (token, id) pairs into a table by id; ids must be exactly 0..N-1 (else throws).
+std::vector<std::string> tokens_by_id(const std::vector<std::pair<std::string, int64_t>>& entries,
+                                      const std::string& path);
+// The entries of a JSON object token -> id (vocab.json, tokenizer.json's model.vocab).
+std::vector<std::pair<std::string, int64_t>> vocab_entries(const nlohmann::json& vocab,
+                                                           const std::string& path, const std::string& where);
+// "a b" -> {a, b}; false unless exactly two non-empty parts.
+bool split_merge(const std::string& line, std::pair<std::string, std::string>& merge);
+
+// The vocabulary and merges of an HF tokenizer.json whose model.type is "BPE".
+struct HfBpeVocab {
+  std::vector<std::string> tokens;  // by id: model.vocab, then added_tokens that are not in it
+  std::vector<bool> added;          // by id: an added token not in model.vocab (its text is literal)
+  std::vector<std::pair<std::string, std::string>> merges;  // model.merges, by rank
+};
+HfBpeVocab read_hf_bpe_vocab(const nlohmann::json& root, const std::string& path);
+
+// Checks format and version (1..kSkillgraftTokenizerVersion) and returns the kind of a
+// skillgraft_tokenizer.json root object.
 std::string check_skillgraft_header(const nlohmann::json& root, const std::string& path);
 
 // ---- Tokenizer ids ----
@@ -53,6 +75,11 @@ std::string check_skillgraft_header(const nlohmann::json& root, const std::strin
 void check_token_id(int64_t id, int64_t vocab_size, const char* kind);
 
 // ---- BPE merging ----
+
+// The key of a pair of token ids in a merge table.
+inline uint64_t bpe_pair_key(int32_t left, int32_t right) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
+}
 
 // One symbol of a word being merged: a span of the word and the token it currently is.
 struct BpeSymbol {
@@ -88,12 +115,19 @@ struct SentencePieceModel {
   int64_t eos_id = -1;
   int64_t unk_id = -1;
   bool add_dummy_prefix = true;
+  // true: pairs merge by rank in `merges` (HF tokenizer.json); false: by the merged piece's score
+  // (SentencePiece, llama2.c). Merges name pieces as `pieces` does (' ' for a space).
+  bool merge_by_rank = false;
+  std::vector<std::pair<std::string, std::string>> merges;
 };
 
 // Validates the model (every error names `source`) and builds the tokenizer.
 std::unique_ptr<Tokenizer> make_sentencepiece_tokenizer(SentencePieceModel model, const std::string& source);
 // The kind-specific part of a skillgraft_tokenizer.json whose kind is "sentencepiece_bpe".
 std::unique_ptr<Tokenizer> sentencepiece_from_json(const nlohmann::json& root, const std::string& path);
+// An HF tokenizer.json of a Llama-2 / Mistral style BPE with byte_fallback (throws naming what
+// does not fit that form).
+std::unique_ptr<Tokenizer> sentencepiece_from_hf_json(const nlohmann::json& root, const std::string& path);
 
 // ---- GPT-2 byte-level BPE (tokenizer_gpt2.cpp) ----
 

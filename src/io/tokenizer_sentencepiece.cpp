@@ -87,6 +87,7 @@ class SentencePieceTokenizer final : public Tokenizer {
       // The unknown piece is not text either; the first of duplicate pieces wins.
       if (id != model_.unk_id && !piece.empty()) text_piece_ids_.emplace(piece, static_cast<int32_t>(i));
     }
+    if (model_.merge_by_rank) build_merge_rules(source);
     for (int byte = 0; byte < 256; ++byte) {
       SG_CHECK(byte_piece_ids_[byte] >= 0, source << ": no byte-fallback piece " << byte_piece_name(byte)
                                                   << "; hint: sentencepiece_bpe needs all 256 pieces "
@@ -127,15 +128,40 @@ class SentencePieceTokenizer final : public Tokenizer {
   void save(const std::string& dir) const override;
 
  private:
+  struct MergeRule {
+    int32_t rank;
+    int32_t merged_id;
+  };
+
+  // Merges name text pieces; a repeated pair takes its later rank, as in HF tokenizers.
+  void build_merge_rules(const std::string& source) {
+    for (size_t rank = 0; rank < model_.merges.size(); ++rank) {
+      const auto& [left, right] = model_.merges[rank];
+      int32_t ids[3];
+      const std::string parts[3] = {left, right, left + right};
+      for (int i = 0; i < 3; ++i) {
+        auto it = text_piece_ids_.find(parts[i]);
+        SG_CHECK(it != text_piece_ids_.end(), source << ": merge " << rank << " (\"" << left << "\" + \""
+                                                     << right << "\"): \"" << parts[i]
+                                                     << "\" is not a text piece of the vocabulary");
+        ids[i] = it->second;
+      }
+      SG_CHECK(rank <= INT32_MAX, source << ": too many merges");
+      merge_rules_[detail::bpe_pair_key(ids[0], ids[1])] = {static_cast<int32_t>(rank), ids[2]};
+    }
+  }
+
   detail::SentencePieceModel model_;
   std::vector<std::string> token_text_;  // what each id decodes to
   // Pieces that text can produce (no control or byte pieces); keys view model_.pieces.
   std::unordered_map<std::string_view, int32_t> text_piece_ids_;
   std::array<int32_t, 256> byte_piece_ids_;
+  std::unordered_map<uint64_t, MergeRule> merge_rules_;  // merge_by_rank only
 };
 
-// Pieces merge by score, the highest first (leftmost on ties), as run.c does; byte-fallback
-// symbols never merge: their piece names are not their bytes.
+// Pieces merge by score, the highest first (leftmost on ties), as run.c does, or by merge rank,
+// the lowest first, as HF tokenizers does; byte-fallback symbols never merge: their piece names
+// are not their bytes.
 std::vector<int64_t> SentencePieceTokenizer::encode(const std::string& text) const {
   if (text.empty()) return {};
   const std::string input = model_.add_dummy_prefix ? " " + text : text;
@@ -162,13 +188,22 @@ std::vector<int64_t> SentencePieceTokenizer::encode(const std::string& text) con
     pos += length;
   }
 
-  auto lookup = [&](const detail::BpeSymbol& left, const detail::BpeSymbol& right, detail::BpeMerge& merge) {
+  auto lookup_rank = [&](const detail::BpeSymbol& left, const detail::BpeSymbol& right,
+                         detail::BpeMerge& merge) {
+    auto it = merge_rules_.find(detail::bpe_pair_key(left.id, right.id));
+    if (it == merge_rules_.end()) return false;
+    merge = {static_cast<double>(it->second.rank), it->second.merged_id};
+    return true;
+  };
+  auto lookup_score = [&](const detail::BpeSymbol& left, const detail::BpeSymbol& right,
+                          detail::BpeMerge& merge) {
     auto it = text_piece_ids_.find(view.substr(left.start, left.length + right.length));
     if (it == text_piece_ids_.end()) return false;
     merge = {-static_cast<double>(model_.scores[it->second]), it->second};
     return true;
   };
-  std::vector<int32_t> merged = detail::bpe_merge(std::move(symbols), lookup);
+  std::vector<int32_t> merged = model_.merge_by_rank ? detail::bpe_merge(std::move(symbols), lookup_rank)
+                                                     : detail::bpe_merge(std::move(symbols), lookup_score);
   return std::vector<int64_t>(merged.begin(), merged.end());
 }
 
@@ -184,9 +219,14 @@ void SentencePieceTokenizer::save(const std::string& dir) const {
                   << ": it holds a literal U+2581, which the file uses for a space");
     pieces.push_back(replace_all(piece, " ", kSentencePieceSpace));
   }
+  nlohmann::ordered_json merges = nlohmann::ordered_json::array();
+  for (const auto& [left, right] : model_.merges) {
+    merges.push_back(
+        {replace_all(left, " ", kSentencePieceSpace), replace_all(right, " ", kSentencePieceSpace)});
+  }
   nlohmann::ordered_json root;
   root["format"] = detail::kSkillgraftTokenizerFormat;
-  root["version"] = detail::kSkillgraftTokenizerVersion;
+  root["version"] = model_.merge_by_rank ? 2 : 1;
   root["kind"] = "sentencepiece_bpe";
   root["pieces"] = std::move(pieces);
   root["scores"] = model_.scores;
@@ -194,6 +234,7 @@ void SentencePieceTokenizer::save(const std::string& dir) const {
   root["eos_id"] = model_.eos_id;
   root["unk_id"] = model_.unk_id;
   root["add_dummy_prefix"] = model_.add_dummy_prefix;
+  if (model_.merge_by_rank) root["merges"] = std::move(merges);
   util::make_directories(dir);
   util::write_file_atomic(path, root.dump(1) + "\n");
 }
@@ -259,7 +300,123 @@ std::unique_ptr<Tokenizer> sentencepiece_from_json(const nlohmann::json& root, c
   const nlohmann::json& prefix = json_member(root, "add_dummy_prefix", path, "top level");
   SG_CHECK(prefix.is_boolean(), path << ": \"add_dummy_prefix\" must be true or false");
   model.add_dummy_prefix = prefix.get<bool>();
+  auto merges = root.find("merges");
+  if (merges != root.end()) {
+    SG_CHECK(root["version"] == 2, path << ": \"merges\" needs version 2");
+    SG_CHECK(merges->is_array(), path << ": \"merges\" must be an array of [left, right] pairs");
+    model.merge_by_rank = true;
+    for (size_t i = 0; i < merges->size(); ++i) {
+      const nlohmann::json& merge = (*merges)[i];
+      SG_CHECK(merge.is_array() && merge.size() == 2 && merge[0].is_string() && merge[1].is_string(),
+               path << ": merges[" << i << "] is " << merge.dump() << ", expected [\"<left>\", \"<right>\"]");
+      model.merges.emplace_back(replace_all(merge[0].get<std::string>(), kSentencePieceSpace, " "),
+                                replace_all(merge[1].get<std::string>(), kSentencePieceSpace, " "));
+    }
+  }
   return make_sentencepiece_tokenizer(std::move(model), path);
+}
+
+// The normalizer / pre_tokenizer forms that mean "spaces are U+2581, with or without one in
+// front": Sequence[Prepend("▁"), Replace(" ", "▁")] (Llama-2, Mistral, TinyLlama), or a
+// Metaspace pre_tokenizer that does not split (newer conversions). Returns add_dummy_prefix.
+bool hf_sentencepiece_prefix(const nlohmann::json& root, const std::string& path, const std::string& hint) {
+  auto normalizer = root.find("normalizer");
+  auto pre_tokenizer = root.find("pre_tokenizer");
+  const bool has_normalizer = normalizer != root.end() && !normalizer->is_null();
+  const bool has_pre_tokenizer = pre_tokenizer != root.end() && !pre_tokenizer->is_null();
+  auto type_of = [](const nlohmann::json& object) {
+    return object.is_object() && object.contains("type") ? object["type"].dump() : std::string("none");
+  };
+  if (has_normalizer) {
+    SG_CHECK(!has_pre_tokenizer, path << ": has both a normalizer and a pre_tokenizer ("
+                                      << type_of(*pre_tokenizer) << ")" << hint);
+    std::vector<nlohmann::json> steps;
+    if (type_of(*normalizer) == "\"Sequence\"") {
+      const nlohmann::json& list = json_member(*normalizer, "normalizers", path, "normalizer");
+      SG_CHECK(list.is_array(), path << ": normalizer.normalizers must be an array");
+      steps.assign(list.begin(), list.end());
+    } else {
+      steps.push_back(*normalizer);
+    }
+    bool prepend = false;
+    size_t i = 0;
+    if (i < steps.size() && type_of(steps[i]) == "\"Prepend\"") {
+      SG_CHECK(steps[i].value("prepend", "") == kSentencePieceSpace,
+               path << ": normalizer Prepend adds " << steps[i].value("prepend", nlohmann::json()).dump()
+                    << ", expected \"\u2581\"" << hint);
+      prepend = true;
+      ++i;
+    }
+    const bool replaces_spaces =
+        i < steps.size() && type_of(steps[i]) == "\"Replace\"" &&
+        steps[i].value("pattern", nlohmann::json()) == nlohmann::json{{"String", " "}} &&
+        steps[i].value("content", "") == kSentencePieceSpace;
+    SG_CHECK(replaces_spaces && i + 1 == steps.size(),
+             path << ": the normalizer is " << normalizer->dump()
+                  << ", expected Sequence[Prepend(\"\u2581\"), Replace(\" \", \"\u2581\")]" << hint);
+    return prepend;
+  }
+  SG_CHECK(has_pre_tokenizer && type_of(*pre_tokenizer) == "\"Metaspace\"",
+           path << ": pre_tokenizer is " << (has_pre_tokenizer ? type_of(*pre_tokenizer) : "none")
+                << " and there is no normalizer; expected a Metaspace pre_tokenizer or a Prepend/Replace "
+                   "normalizer"
+                << hint);
+  SG_CHECK(pre_tokenizer->value("replacement", "") == kSentencePieceSpace,
+           path << ": pre_tokenizer.replacement must be \"\u2581\"" << hint);
+  SG_CHECK(!pre_tokenizer->value("split", false),
+           path << ": pre_tokenizer Metaspace splits words at spaces (\"split\": true), which is not "
+                   "supported"
+                << hint);
+  if (pre_tokenizer->contains("prepend_scheme")) {
+    const std::string scheme =
+        json_string((*pre_tokenizer)["prepend_scheme"], path, "pre_tokenizer.prepend_scheme");
+    SG_CHECK(scheme == "always" || scheme == "first" || scheme == "never",
+             path << ": pre_tokenizer.prepend_scheme is \"" << scheme << "\"" << hint);
+    return scheme != "never";
+  }
+  return pre_tokenizer->value("add_prefix_space", true);
+}
+
+std::unique_ptr<Tokenizer> sentencepiece_from_hf_json(const nlohmann::json& root, const std::string& path) {
+  const std::string hint =
+      "; hint: a byte_fallback BPE tokenizer.json loads in the Llama-2 form (docs/formats.md, Tokenizers)";
+  const nlohmann::json& model = json_member(root, "model", path, "top level");
+  auto is_set = [](const nlohmann::json& object, const char* key) {
+    auto it = object.find(key);
+    return it != object.end() && !it->is_null() && *it != false && *it != "";
+  };
+  SG_CHECK(!is_set(model, "continuing_subword_prefix") && !is_set(model, "end_of_word_suffix"),
+           path << ": model has a subword prefix/suffix" << hint);
+  SG_CHECK(!is_set(model, "ignore_merges"), path << ": model.ignore_merges is set" << hint);
+  const bool add_dummy_prefix = hf_sentencepiece_prefix(root, path, hint);
+
+  HfBpeVocab vocab = read_hf_bpe_vocab(root, path);
+  SentencePieceModel sp;
+  sp.pieces.reserve(vocab.tokens.size());
+  for (size_t id = 0; id < vocab.tokens.size(); ++id) {
+    // Added tokens are their text as it is; model pieces spell a space "▁".
+    sp.pieces.push_back(vocab.added[id] ? vocab.tokens[id]
+                                        : replace_all(vocab.tokens[id], kSentencePieceSpace, " "));
+  }
+  sp.scores.assign(sp.pieces.size(), 0.0f);  // unused: merges go by rank
+  auto id_of = [&](const std::string& piece) -> int64_t {
+    for (size_t id = 0; id < sp.pieces.size(); ++id) {
+      if (sp.pieces[id] == piece) return static_cast<int64_t>(id);
+    }
+    return -1;
+  };
+  sp.bos_id = id_of("<s>");
+  sp.eos_id = id_of("</s>");
+  auto unk = model.find("unk_token");
+  sp.unk_id = unk != model.end() && unk->is_string() ? id_of(unk->get<std::string>()) : -1;
+  sp.add_dummy_prefix = add_dummy_prefix;
+  sp.merge_by_rank = true;
+  sp.merges.reserve(vocab.merges.size());
+  for (const auto& [left, right] : vocab.merges) {
+    sp.merges.emplace_back(replace_all(left, kSentencePieceSpace, " "),
+                           replace_all(right, kSentencePieceSpace, " "));
+  }
+  return make_sentencepiece_tokenizer(std::move(sp), path);
 }
 
 }  // namespace detail

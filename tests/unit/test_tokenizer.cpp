@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <random>
 #include <string>
@@ -350,6 +351,127 @@ TEST(Gpt2Tokenizer, AddedTokensOutsideTheVocabulary) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// HF tokenizer.json, Llama-2 style (BPE with byte_fallback), expected ids worked out by hand
+
+const std::string kSpm = "\xE2\x96\x81";  // U+2581, SentencePiece's space
+
+enum class LlamaForm { kPrependReplace, kMetaspace, kReplaceOnly };
+
+// <unk> <s> </s>, <0x00>..<0xFF> (3..258), then ▁ a b c ▁a ab ▁ab bc (259..266). Merge ranks:
+// a+b 0, ▁+a 1, ▁+ab 2, b+c 3: "ab" goes before "▁a", so "▁ab" wins over "▁a" "b".
+nlohmann::json tiny_llama_tokenizer_json(LlamaForm form, bool pair_merges) {
+  nlohmann::json vocab = nlohmann::json::object();
+  vocab["<unk>"] = 0;
+  vocab["<s>"] = 1;
+  vocab["</s>"] = 2;
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof(name), "<0x%02X>", b);
+    vocab[name] = 3 + b;
+  }
+  const std::vector<std::string> pieces = {kSpm, "a", "b", "c", kSpm + "a", "ab", kSpm + "ab", "bc"};
+  for (size_t i = 0; i < pieces.size(); ++i) vocab[pieces[i]] = 259 + static_cast<int>(i);
+  const std::vector<std::pair<std::string, std::string>> merges = {
+      {"a", "b"}, {kSpm, "a"}, {kSpm, "ab"}, {"b", "c"}};
+  nlohmann::json merge_list = nlohmann::json::array();
+  for (const auto& [left, right] : merges) {
+    if (pair_merges)
+      merge_list.push_back({left, right});
+    else
+      merge_list.push_back(left + " " + right);
+  }
+  nlohmann::json root;
+  root["version"] = "1.0";
+  root["added_tokens"] = nlohmann::json::array();
+  for (int id = 0; id < 3; ++id) {
+    const char* names[] = {"<unk>", "<s>", "</s>"};
+    root["added_tokens"].push_back({{"id", id}, {"content", names[id]}, {"special", true}});
+  }
+  nlohmann::json replace = {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", kSpm}};
+  root["normalizer"] = nullptr;
+  root["pre_tokenizer"] = nullptr;
+  if (form == LlamaForm::kPrependReplace) {
+    root["normalizer"] = {{"type", "Sequence"},
+                          {"normalizers", {{{"type", "Prepend"}, {"prepend", kSpm}}, replace}}};
+  } else if (form == LlamaForm::kReplaceOnly) {
+    root["normalizer"] = {{"type", "Sequence"}, {"normalizers", {replace}}};
+  } else {
+    root["pre_tokenizer"] = {
+        {"type", "Metaspace"}, {"replacement", kSpm}, {"prepend_scheme", "first"}, {"split", false}};
+  }
+  root["decoder"] = {{"type", "Sequence"},
+                     {"decoders",
+                      {{{"type", "Replace"}, {"pattern", {{"String", kSpm}}}, {"content", " "}},
+                       {{"type", "ByteFallback"}},
+                       {{"type", "Fuse"}},
+                       {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}};
+  root["model"] = {{"type", "BPE"},    {"dropout", nullptr},    {"unk_token", "<unk>"},
+                   {"fuse_unk", true}, {"byte_fallback", true}, {"ignore_merges", false},
+                   {"vocab", vocab},   {"merges", merge_list}};
+  return root;
+}
+
+std::unique_ptr<Tokenizer> load_tiny_llama(LlamaForm form, bool pair_merges = false) {
+  std::string dir = sg::test::temp_dir("sg-tok-llama");
+  write_file_atomic(join_path(dir, "tokenizer.json"), tiny_llama_tokenizer_json(form, pair_merges).dump());
+  return sg::io::load_tokenizer(dir);
+}
+
+TEST(HfLlamaTokenizer, TinyVocabularyHandComputed) {
+  for (bool pair_merges : {false, true}) {
+    for (LlamaForm form : {LlamaForm::kPrependReplace, LlamaForm::kMetaspace}) {
+      auto tok = load_tiny_llama(form, pair_merges);
+      EXPECT_EQ(tok->kind(), "sentencepiece_bpe");
+      EXPECT_EQ(tok->vocab_size(), 267);
+      EXPECT_EQ(tok->bos_id(), 1);
+      EXPECT_EQ(tok->eos_id(), 2);
+      EXPECT_EQ(tok->encode(""), Ids{});
+      // ▁ab▁c: a+b (rank 0), then ▁+ab (rank 2); "▁ c" is no merge.
+      EXPECT_EQ(tok->encode("ab c"), (Ids{265, 259, 262}));
+      // ▁abc: a+b, then ▁+ab; "ab c" is no merge, and b+c (rank 3) lost its "b".
+      EXPECT_EQ(tok->encode("abc"), (Ids{265, 262}));
+      EXPECT_EQ(tok->encode("bc"), (Ids{259, 266}));
+      // é is no piece: its bytes C3 A9 as <0xC3> <0xA9>.
+      EXPECT_EQ(tok->encode("a\xC3\xA9"), (Ids{263, 3 + 0xC3, 3 + 0xA9}));
+      EXPECT_EQ(tok->encode("\xFF"), (Ids{259, 3 + 0xFF}));
+      // Control tokens in the text are text: < s > are bytes.
+      EXPECT_EQ(tok->encode("<s>"), (Ids{259, 3 + '<', 3 + 's', 3 + '>'}));
+      EXPECT_EQ(tok->decode({1, 265, 259, 262, 2}), "ab c");
+      EXPECT_EQ(tok->decode({263, 3 + 0xC3, 3 + 0xA9}), "a\xC3\xA9");
+    }
+  }
+  // Without Prepend, no space goes in front: a+b, then nothing.
+  auto tok = load_tiny_llama(LlamaForm::kReplaceOnly);
+  EXPECT_EQ(tok->encode("ab c"), (Ids{264, 259, 262}));
+  EXPECT_EQ(tok->decode({264, 259, 262}), "ab c");
+}
+
+TEST(HfLlamaTokenizer, RoundTripAndSaveLoad) {
+  auto tok = load_tiny_llama(LlamaForm::kPrependReplace);
+  std::string saved = sg::test::temp_dir("sg-tok-llama-saved");
+  tok->save(saved);
+  nlohmann::json file = nlohmann::json::parse(read_file(join_path(saved, "skillgraft_tokenizer.json")));
+  EXPECT_EQ(file["version"], 2);
+  EXPECT_EQ(file["merges"][1], nlohmann::json::array({kSpm, "a"}));
+  auto loaded = sg::io::load_tokenizer(saved);
+  EXPECT_EQ(loaded->kind(), "sentencepiece_bpe");
+  EXPECT_EQ(loaded->bos_id(), 1);
+  std::mt19937 rng(23);
+  std::vector<std::string> texts = {" ab", "  a b  c ", "abcabc ab\nc", "bcbc"};
+  for (int i = 0; i < 500; ++i) texts.push_back(tt::random_text(rng, 40));
+  for (const auto& text : texts) {
+    Ids ids = tok->encode(text);
+    ASSERT_EQ(tok->decode(ids), text) << tt::printable(text);
+    ASSERT_EQ(loaded->encode(text), ids) << tt::printable(text);
+  }
+  // Saved again, the file is the same.
+  std::string again = sg::test::temp_dir("sg-tok-llama-saved");
+  loaded->save(again);
+  EXPECT_EQ(read_file(join_path(again, "skillgraft_tokenizer.json")),
+            read_file(join_path(saved, "skillgraft_tokenizer.json")));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Round trips: decode(encode(s)) == s, and token_bytes streams the same bytes, for every kind
 
 struct NamedTokenizer {
@@ -602,7 +724,9 @@ TEST(TokenizerBadFiles, SkillgraftTokenizerJson) {
   expect_edit_error([](auto& root) { root["format"] = "something.else"; },
                     {"\"format\" is \"something.else\""});
   expect_edit_error([](auto& root) { root.erase("format"); }, {"missing \"format\""});
-  expect_edit_error([](auto& root) { root["version"] = 2; }, {"unsupported version 2"});
+  expect_edit_error([](auto& root) { root["version"] = 3; }, {"unsupported version 3"});
+  expect_edit_error([](auto& root) { root["merges"] = nlohmann::json::array(); },
+                    {"\"merges\" needs version 2"});
   expect_edit_error([](auto& root) { root["kind"] = "wordpiece"; }, {"unknown tokenizer kind \"wordpiece\""});
   expect_edit_error([](auto& root) { root["scores"].erase(root["scores"].size() - 1); },
                     {"\"pieces\" has 270 entries but \"scores\" has 269"});
@@ -673,20 +797,79 @@ TEST(TokenizerBadFiles, HfTokenizerJson) {
   expect_edit_error([](auto& root) { root["model"]["type"] = "WordPiece"; },
                     {"model.type is \"WordPiece\"", "byte-level BPE"});
   expect_edit_error([](auto& root) { root.erase("model"); }, {"missing \"model\""});
-  expect_edit_error([](auto& root) { root["model"]["byte_fallback"] = true; }, {"byte_fallback"});
-  expect_edit_error([](auto& root) { root["pre_tokenizer"] = {{"type", "Metaspace"},
-                    {"replacement", "\xE2\x96\x81"}}; }, {"pre_tokenizer is \"Metaspace\""});
+  // byte_fallback means the Llama-2 form, which wants spaces as U+2581.
+  expect_edit_error([](auto& root) { root["model"]["byte_fallback"] = true; },
+                    {"pre_tokenizer is \"ByteLevel\" and there is no normalizer", "byte_fallback"});
+  expect_edit_error(
+      [](auto& root) {
+        root["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\xE2\x96\x81"}};
+      },
+      {"pre_tokenizer is \"Metaspace\""});
   expect_edit_error([](auto& root) { root["pre_tokenizer"]["add_prefix_space"] = true; },
                     {"add_prefix_space"});
   expect_edit_error([](auto& root) { root["normalizer"] = {{"type", "NFC"}}; }, {"normalizer"});
-  expect_edit_error([](auto& root) { root["model"]["merges"][2] = nlohmann::json::array({1, 2}); },
-                    {"model.merges[2]"});
-  expect_edit_error([](auto& root) { root["model"]["merges"][2] = "he"; },
-                    {"model.merges[2] is \"he\""}, false);
-  expect_edit_error([](auto& root) { root["model"]["merges"][3] = nlohmann::json::array({"i", "z"}); },
-                    {"model.merges[3]", "\"iz\" is not in the vocabulary"});
-  expect_edit_error([](auto& root) { root["added_tokens"].push_back({{"id", 5},
-                    {"content", "<pad>"}}); }, {"added_tokens[1] gives id 5 to \"<pad>\""});
+  expect_edit_error(
+      [](auto& root) {
+        root["model"]["merges"][2] = nlohmann::json::array({1, 2});
+      },
+      {"model.merges[2]"});
+  expect_edit_error([](auto& root) { root["model"]["merges"][2] = "he"; }, {"model.merges[2] is \"he\""},
+                    false);
+  expect_edit_error(
+      [](auto& root) {
+        root["model"]["merges"][3] = nlohmann::json::array({"i", "z"});
+      },
+      {"model.merges[3]", "\"iz\" is not in the vocabulary"});
+  expect_edit_error(
+      [](auto& root) {
+        root["added_tokens"].push_back({{"id", 5}, {"content", "<pad>"}});
+      },
+      {"added_tokens[1] gives id 5 to \"<pad>\""});
+}
+
+TEST(TokenizerBadFiles, HfLlamaTokenizerJson) {
+  const std::string dir = sg::test::temp_dir("sg-tok-bad");
+  const std::string path = join_path(dir, "tokenizer.json");
+  auto load = [&] { sg::io::load_hf_tokenizer_json(path); };
+  auto expect_edit_error = [&](const std::function<void(nlohmann::json&)>& edit,
+                               std::vector<std::string> fragments, LlamaForm form) {
+    nlohmann::json root = tiny_llama_tokenizer_json(form, false);
+    edit(root);
+    write_file_atomic(path, root.dump());
+    fragments.insert(fragments.begin(), path);
+    expect_error(load, fragments);
+  };
+  const auto metaspace = LlamaForm::kMetaspace;
+  const auto prepend = LlamaForm::kPrependReplace;
+  expect_edit_error([](auto& root) { root["pre_tokenizer"]["split"] = true; }, {"\"split\": true"},
+                    metaspace);
+  expect_edit_error([](auto& root) { root["pre_tokenizer"]["prepend_scheme"] = "sometimes"; },
+                    {"prepend_scheme is \"sometimes\""}, metaspace);
+  expect_edit_error([](auto& root) { root["pre_tokenizer"]["replacement"] = "_"; }, {"replacement"},
+                    metaspace);
+  expect_edit_error(
+      [](auto& root) {
+        root["normalizer"] = {{"type", "NFC"}};
+      },
+      {"the normalizer is"}, prepend);
+  expect_edit_error([](auto& root) { root["normalizer"]["normalizers"][0]["prepend"] = " "; },
+                    {"Prepend adds \" \""}, prepend);
+  expect_edit_error(
+      [](auto& root) {
+        root["pre_tokenizer"] = {{"type", "Metaspace"}};
+      },
+      {"both a normalizer and a pre_tokenizer"}, prepend);
+  expect_edit_error([](auto& root) { root["model"]["merges"][3] = "b d"; },
+                    {"merge 3", "\"d\" is not a text piece"}, prepend);
+  expect_edit_error([](auto& root) { root["model"]["merges"][3] = "<0x41> a"; },
+                    {"merge 3", "\"<0x41>\" is not a text piece"}, prepend);
+  expect_edit_error([](auto& root) { root["model"]["ignore_merges"] = true; }, {"ignore_merges"}, prepend);
+  expect_edit_error(
+      [](auto& root) {
+        root["model"]["vocab"].erase("<0x41>");
+        root["model"]["vocab"]["A"] = 3 + 0x41;
+      },
+      {"no byte-fallback piece <0x41>"}, prepend);
 }
 
 TEST(TokenizerBadFiles, LoadTokenizerNamesTheDirectoryAndTheFiles) {
