@@ -1,7 +1,7 @@
 // Tokenizers: the interface, and loaders for every kind skillgraft reads.
 // Kinds: SentencePiece-style BPE with byte fallback, merging by score or by merge rank (llama2.c
-// tok512, our skillgraft_tokenizer.json, Llama-2-style HF tokenizer.json), GPT-2 byte-level BPE
-// (vocab.json + merges.txt, or tokenizer.json), and a plain byte tokenizer. All are immutable
+// tok512, our skillgraft_tokenizer.json, Llama-2-style HF tokenizer.json), byte-level BPE (GPT-2's
+// vocab.json + merges.txt, or GPT-2 / Llama-3 tokenizer.json), and a plain byte tokenizer. All are immutable
 // after loading and safe to share between threads.
 #pragma once
 
@@ -32,7 +32,8 @@ class Tokenizer {
   virtual int64_t bos_id() const = 0;
   virtual int64_t eos_id() const = 0;
   // Writes this tokenizer into model directory `dir` in the format load_tokenizer() reads back
-  // (skillgraft_tokenizer.json for sentencepiece_bpe and byte; vocab.json + merges.txt for gpt2_bpe).
+  // (skillgraft_tokenizer.json for sentencepiece_bpe and byte; vocab.json + merges.txt for gpt2_bpe,
+  // or tokenizer.json when it has a pre-tokenizer regex of its own or ignore_merges).
   virtual void save(const std::string& dir) const = 0;
 };
 

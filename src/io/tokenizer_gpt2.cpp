@@ -1,5 +1,6 @@
-// GPT-2 byte-level BPE: the regex pre-tokenizer (PCRE2), BPE by merge rank with a per-word cache,
-// and the loaders for vocab.json + merges.txt and HF tokenizer.json.
+// Byte-level BPE (GPT-2, Llama-3): the regex pre-tokenizer (PCRE2; GPT-2's pattern or a
+// tokenizer.json's), BPE by merge rank with a per-word cache, and the loaders for vocab.json +
+// merges.txt and HF tokenizer.json (which hands byte_fallback files to tokenizer_sentencepiece.cpp).
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
@@ -46,31 +47,31 @@ std::string pcre2_error_text(int code) {
   return reinterpret_cast<const char*>(buffer);
 }
 
-// The compiled pattern, built once per process and read-only after that (pcre2_match is
-// thread-safe on shared code when each call has its own match data).
-class Gpt2Regex {
+// A compiled pre-tokenizer pattern, read-only after construction (pcre2_match is thread-safe on
+// shared code when each call has its own match data). `source` names where the pattern is from.
+class SplitRegex {
  public:
-  Gpt2Regex() {
-    const std::string pattern = gpt2_pattern();
+  SplitRegex(const std::string& pattern, const std::string& source) {
     int error_code = 0;
     PCRE2_SIZE error_offset = 0;
     code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), pattern.size(),
                           PCRE2_UTF | PCRE2_UCP, &error_code, &error_offset, nullptr);
-    SG_CHECK(code_ != nullptr, "GPT-2 pre-tokenizer: PCRE2 cannot compile the pattern at offset "
-                                   << error_offset << ": " << pcre2_error_text(error_code));
+    SG_CHECK(code_ != nullptr, source << ": PCRE2 cannot compile the pre-tokenizer pattern at offset "
+                                      << error_offset << ": " << pcre2_error_text(error_code));
     pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE);  // optional: the interpreter is the fallback
   }
-  ~Gpt2Regex() { pcre2_code_free(code_); }
-  Gpt2Regex(const Gpt2Regex&) = delete;
-  Gpt2Regex& operator=(const Gpt2Regex&) = delete;
+  ~SplitRegex() { pcre2_code_free(code_); }
+  SplitRegex(const SplitRegex&) = delete;
+  SplitRegex& operator=(const SplitRegex&) = delete;
   const pcre2_code* code() const { return code_; }
 
  private:
   pcre2_code* code_ = nullptr;
 };
 
-const Gpt2Regex& gpt2_regex() {
-  static const Gpt2Regex regex;
+// GPT-2's, built once per process.
+const SplitRegex& gpt2_regex() {
+  static const SplitRegex regex(gpt2_pattern(), "GPT-2 pre-tokenizer");
   return regex;
 }
 
@@ -80,9 +81,8 @@ struct MatchDataDeleter {
 
 // Splits well-formed UTF-8 `run` by the pattern. Every code point matches some branch, so the
 // words tile the run; the gap and empty-match branches only guard against losing bytes.
-void split_valid_run(std::string_view run, pcre2_match_data* match_data,
+void split_valid_run(std::string_view run, const pcre2_code* code, pcre2_match_data* match_data,
                      std::vector<std::string_view>& words) {
-  const pcre2_code* code = gpt2_regex().code();
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(run.data());
   size_t offset = 0;
   while (offset < run.size()) {
@@ -91,7 +91,7 @@ void split_valid_run(std::string_view run, pcre2_match_data* match_data,
       words.push_back(run.substr(offset));
       return;
     }
-    SG_CHECK(rc >= 0, "GPT-2 pre-tokenizer: PCRE2 match failed: " << pcre2_error_text(rc));
+    SG_CHECK(rc >= 0, "pre-tokenizer: PCRE2 match failed: " << pcre2_error_text(rc));
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(match_data);
     size_t start = ovector[0];
     size_t end = ovector[1];
@@ -102,12 +102,12 @@ void split_valid_run(std::string_view run, pcre2_match_data* match_data,
   }
 }
 
-std::vector<std::string_view> pretokenize_views(std::string_view text) {
+std::vector<std::string_view> pretokenize_views(std::string_view text, const SplitRegex& regex) {
   std::vector<std::string_view> words;
   if (text.empty()) return words;
   std::unique_ptr<pcre2_match_data, MatchDataDeleter> match_data(
-      pcre2_match_data_create_from_pattern(gpt2_regex().code(), nullptr));
-  SG_CHECK(match_data != nullptr, "GPT-2 pre-tokenizer: out of memory");
+      pcre2_match_data_create_from_pattern(regex.code(), nullptr));
+  SG_CHECK(match_data != nullptr, "pre-tokenizer: out of memory");
   size_t run_start = 0;
   size_t pos = 0;
   while (pos < text.size()) {
@@ -116,11 +116,13 @@ std::vector<std::string_view> pretokenize_views(std::string_view text) {
       pos += length;
       continue;
     }
-    if (pos > run_start) split_valid_run(text.substr(run_start, pos - run_start), match_data.get(), words);
+    if (pos > run_start)
+      split_valid_run(text.substr(run_start, pos - run_start), regex.code(), match_data.get(), words);
     words.push_back(text.substr(pos, 1));  // an ill-formed byte is a word of its own
     run_start = ++pos;
   }
-  if (pos > run_start) split_valid_run(text.substr(run_start, pos - run_start), match_data.get(), words);
+  if (pos > run_start)
+    split_valid_run(text.substr(run_start, pos - run_start), regex.code(), match_data.get(), words);
   return words;
 }
 
@@ -156,6 +158,10 @@ struct Gpt2Vocab {
   std::vector<std::pair<std::string, std::string>> merges;  // by rank
   // Where merge i came from, for error messages ("merges.txt:12").
   std::function<std::string(size_t)> merge_origin;
+  // The pre-tokenizer regex (tokenizer.json's Split); empty: GPT-2's.
+  std::string split_pattern;
+  // HF's ignore_merges: a word that is a token as a whole is that token, whatever the merges say.
+  bool ignore_merges = false;
 };
 
 struct MergeRule {
@@ -166,15 +172,25 @@ struct MergeRule {
 class Gpt2Tokenizer final : public Tokenizer {
  public:
   Gpt2Tokenizer(Gpt2Vocab vocab, const std::string& source)
-      : tokens_(std::move(vocab.tokens)), merges_(std::move(vocab.merges)) {
+      : tokens_(std::move(vocab.tokens)),
+        merges_(std::move(vocab.merges)),
+        split_pattern_(std::move(vocab.split_pattern)),
+        ignore_merges_(vocab.ignore_merges) {
+    if (split_pattern_.empty()) {
+      regex_ = std::shared_ptr<const SplitRegex>(&gpt2_regex(), [](const SplitRegex*) {});
+    } else {
+      regex_ = std::make_shared<const SplitRegex>(split_pattern_, source);
+    }
     SG_CHECK(!tokens_.empty(), source << ": the vocabulary is empty");
     SG_CHECK(tokens_.size() <= INT32_MAX, source << ": the vocabulary is too large");
     token_bytes_.resize(tokens_.size());
-    std::vector<bool> byte_level(tokens_.size(), false);
+    literal_.assign(tokens_.size(), false);
+    byte_level_.assign(tokens_.size(), false);
+    std::vector<bool>& byte_level = byte_level_;
     for (size_t id = 0; id < tokens_.size(); ++id) {
       ids_by_string_.emplace(tokens_[id], static_cast<int32_t>(id));
-      bool is_literal = id < vocab.literal.size() && vocab.literal[id];
-      byte_level[id] = !is_literal && byte_level_bytes(tokens_[id], token_bytes_[id]);
+      literal_[id] = id < vocab.literal.size() && vocab.literal[id];
+      byte_level[id] = !literal_[id] && byte_level_bytes(tokens_[id], token_bytes_[id]);
       if (!byte_level[id]) token_bytes_[id] = tokens_[id];
     }
     const auto& table = detail::gpt2_byte_to_code_point();
@@ -206,22 +222,29 @@ class Gpt2Tokenizer final : public Tokenizer {
       merge_rules_[detail::bpe_pair_key(left_it->second, right_it->second)] = {static_cast<int32_t>(rank),
                                                                                merged_it->second};
     }
-    auto eos = ids_by_string_.find("<|endoftext|>");
-    eos_id_ = eos == ids_by_string_.end() ? -1 : eos->second;
+    // Llama-3 names its own; GPT-2 and Qwen2 use <|endoftext|> for both.
+    auto id_of = [&](const char* token) -> int64_t {
+      auto it = ids_by_string_.find(token);
+      return it == ids_by_string_.end() ? -1 : it->second;
+    };
+    bos_id_ = id_of("<|begin_of_text|>");
+    eos_id_ = id_of("<|end_of_text|>");
+    if (bos_id_ < 0) bos_id_ = id_of("<|endoftext|>");
+    if (eos_id_ < 0) eos_id_ = id_of("<|endoftext|>");
   }
   Gpt2Tokenizer(const Gpt2Tokenizer&) = delete;
   Gpt2Tokenizer& operator=(const Gpt2Tokenizer&) = delete;
 
   std::string kind() const override { return "gpt2_bpe"; }
   int64_t vocab_size() const override { return static_cast<int64_t>(tokens_.size()); }
-  int64_t bos_id() const override { return eos_id_; }
+  int64_t bos_id() const override { return bos_id_; }
   int64_t eos_id() const override { return eos_id_; }
 
   // Special tokens such as <|endoftext|> in the text are encoded as plain text, as the npm
   // package and OpenAI's encoder.py do: user text cannot inject control tokens.
   std::vector<int64_t> encode(const std::string& text) const override {
     std::vector<int64_t> ids;
-    for (std::string_view word : pretokenize_views(text)) encode_word(word, ids);
+    for (std::string_view word : pretokenize_views(text, *regex_)) encode_word(word, ids);
     return ids;
   }
 
@@ -244,6 +267,7 @@ class Gpt2Tokenizer final : public Tokenizer {
  private:
   void encode_word(std::string_view word, std::vector<int64_t>& ids) const;
   std::vector<int32_t> bpe(std::string_view word) const;
+  void save_tokenizer_json(const std::string& dir) const;
 
   std::vector<std::string> tokens_;
   std::vector<std::pair<std::string, std::string>> merges_;
@@ -251,6 +275,12 @@ class Gpt2Tokenizer final : public Tokenizer {
   std::unordered_map<std::string, int32_t> ids_by_string_;
   std::unordered_map<uint64_t, MergeRule> merge_rules_;
   std::array<int32_t, 256> byte_ids_{};
+  std::vector<bool> literal_;     // added tokens whose text is the bytes
+  std::vector<bool> byte_level_;  // tokens whose string is byte-level text
+  std::string split_pattern_;     // empty: GPT-2's
+  std::shared_ptr<const SplitRegex> regex_;
+  bool ignore_merges_ = false;
+  int64_t bos_id_ = -1;
   int64_t eos_id_ = -1;
 
   // Words repeat a lot in text; their BPE result is cached. Bounded, and guarded for sharing
@@ -265,6 +295,13 @@ void Gpt2Tokenizer::encode_word(std::string_view word, std::vector<int64_t>& ids
   if (word.size() == 1) {
     ids.push_back(byte_ids_[static_cast<uint8_t>(word[0])]);
     return;
+  }
+  if (ignore_merges_) {
+    auto it = ids_by_string_.find(byte_level_string(word));
+    if (it != ids_by_string_.end() && byte_level_[it->second]) {
+      ids.push_back(it->second);
+      return;
+    }
   }
   const bool cacheable = word.size() <= kCacheMaxWordBytes;
   if (cacheable) {
@@ -302,6 +339,11 @@ std::vector<int32_t> Gpt2Tokenizer::bpe(std::string_view word) const {
 }
 
 void Gpt2Tokenizer::save(const std::string& dir) const {
+  // vocab.json + merges.txt cannot hold another regex or ignore_merges.
+  if (!split_pattern_.empty() || ignore_merges_) {
+    save_tokenizer_json(dir);
+    return;
+  }
   const std::string vocab_path = util::join_path(dir, "vocab.json");
   // Written by hand in id order: an ordered_json object looks keys up linearly.
   std::string vocab = "{";
@@ -321,6 +363,55 @@ void Gpt2Tokenizer::save(const std::string& dir) const {
   util::make_directories(dir);
   util::write_file_atomic(vocab_path, vocab + "\n");
   util::write_file_atomic(util::join_path(dir, "merges.txt"), merges);
+}
+
+// A tokenizer.json that load_hf_tokenizer_json reads back as this tokenizer: model.vocab holds
+// the tokens as read, added_tokens the literal ones.
+void Gpt2Tokenizer::save_tokenizer_json(const std::string& dir) const {
+  const std::string path = util::join_path(dir, "tokenizer.json");
+  // model.vocab is written by hand in id order: an ordered_json object looks keys up linearly.
+  std::string vocab = "{";
+  nlohmann::ordered_json added = nlohmann::ordered_json::array();
+  bool first = true;
+  for (size_t id = 0; id < tokens_.size(); ++id) {
+    if (literal_[id]) {
+      added.push_back({{"id", id}, {"content", tokens_[id]}, {"special", true}});
+      continue;
+    }
+    SG_CHECK(detail::is_valid_utf8(tokens_[id]), path << ": cannot save token " << id << ": not valid UTF-8");
+    vocab += (first ? "" : ", ") + nlohmann::json(tokens_[id]).dump() + ": " + std::to_string(id);
+    first = false;
+  }
+  vocab += "}";
+  nlohmann::ordered_json byte_level = {{"type", "ByteLevel"},
+                                       {"add_prefix_space", false},
+                                       {"trim_offsets", true},
+                                       {"use_regex", split_pattern_.empty()}};
+  nlohmann::ordered_json root;
+  root["version"] = "1.0";
+  root["added_tokens"] = std::move(added);
+  root["normalizer"] = nullptr;
+  if (split_pattern_.empty()) {
+    root["pre_tokenizer"] = byte_level;
+  } else {
+    nlohmann::ordered_json split = {{"type", "Split"},
+                                    {"pattern", {{"Regex", split_pattern_}}},
+                                    {"behavior", "Isolated"},
+                                    {"invert", false}};
+    root["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", {split, byte_level}}};
+  }
+  root["decoder"] = {{"type", "ByteLevel"}};
+  nlohmann::ordered_json merges = nlohmann::ordered_json::array();
+  for (const auto& [left, right] : merges_) merges.push_back({left, right});
+  constexpr char kVocabPlaceholder[] = "\"@vocab@\"";
+  root["model"] = {{"type", "BPE"},
+                   {"ignore_merges", ignore_merges_},
+                   {"vocab", "@vocab@"},
+                   {"merges", std::move(merges)}};
+  std::string text = root.dump(1);
+  text.replace(text.find(kVocabPlaceholder), sizeof(kVocabPlaceholder) - 1, vocab);
+  util::make_directories(dir);
+  util::write_file_atomic(path, text + "\n");
 }
 
 }  // namespace
@@ -343,7 +434,7 @@ const std::array<uint32_t, 256>& gpt2_byte_to_code_point() {
 
 std::vector<std::string> gpt2_pretokenize(std::string_view text) {
   std::vector<std::string> words;
-  for (std::string_view word : pretokenize_views(text)) words.emplace_back(word);
+  for (std::string_view word : pretokenize_views(text, gpt2_regex())) words.emplace_back(word);
   return words;
 }
 
@@ -397,24 +488,49 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path) {
   if (is_set(model, "byte_fallback")) return detail::sentencepiece_from_hf_json(root, path);
   SG_CHECK(!is_set(model, "continuing_subword_prefix") && !is_set(model, "end_of_word_suffix"),
            path << ": model has a subword prefix/suffix" << hint);
-  SG_CHECK(!is_set(model, "ignore_merges"), path << ": model.ignore_merges is set" << hint);
   SG_CHECK(!is_set(root, "normalizer"), path << ": has a normalizer" << hint);
+  auto type_of = [](const nlohmann::json& object) {
+    return object.is_object() && object.contains("type") ? object["type"].dump() : std::string("none");
+  };
+  // GPT-2: ByteLevel with its own regex. Llama-3: Sequence[Split(regex), ByteLevel(use_regex=false)].
   const nlohmann::json& pre_tokenizer = detail::json_member(root, "pre_tokenizer", path, "top level");
-  std::string pre_type =
-      pre_tokenizer.is_object() && pre_tokenizer.contains("type") ? pre_tokenizer["type"].dump() : "none";
-  SG_CHECK(pre_type == "\"ByteLevel\"",
-           path << ": pre_tokenizer is " << pre_type << ", expected \"ByteLevel\"" << hint);
-  SG_CHECK(!is_set(pre_tokenizer, "add_prefix_space"),
+  const nlohmann::json* byte_level = &pre_tokenizer;
+  std::string split_pattern;
+  if (type_of(pre_tokenizer) == "\"Sequence\"") {
+    const nlohmann::json& steps = detail::json_member(pre_tokenizer, "pretokenizers", path, "pre_tokenizer");
+    SG_CHECK(steps.is_array() && steps.size() == 2 && type_of(steps[0]) == "\"Split\"",
+             path << ": pre_tokenizer is a Sequence other than [Split, ByteLevel]" << hint);
+    const nlohmann::json& split = steps[0];
+    const nlohmann::json& pattern = detail::json_member(split, "pattern", path, "pre_tokenizer Split");
+    SG_CHECK(pattern.is_object() && pattern.contains("Regex"), path << ": pre_tokenizer Split pattern is "
+                                                                    << pattern.dump()
+                                                                    << ", expected {\"Regex\": ...}" << hint);
+    split_pattern = detail::json_string(pattern["Regex"], path, "pre_tokenizer Split pattern.Regex");
+    SG_CHECK(!split_pattern.empty(), path << ": pre_tokenizer Split pattern.Regex is empty" << hint);
+    SG_CHECK(split.value("behavior", "") == "Isolated" && !split.value("invert", false),
+             path << ": pre_tokenizer Split must have behavior \"Isolated\" and invert false" << hint);
+    byte_level = &steps[1];
+    SG_CHECK(type_of(*byte_level) == "\"ByteLevel\"", path << ": pre_tokenizer Sequence ends in "
+                                                           << type_of(*byte_level)
+                                                           << ", expected \"ByteLevel\"" << hint);
+    SG_CHECK(byte_level->value("use_regex", true) == false,
+             path << ": pre_tokenizer ByteLevel after a Split must have use_regex false" << hint);
+  } else {
+    SG_CHECK(type_of(pre_tokenizer) == "\"ByteLevel\"",
+             path << ": pre_tokenizer is " << type_of(pre_tokenizer) << ", expected \"ByteLevel\"" << hint);
+    SG_CHECK(byte_level->value("use_regex", true) == true,
+             path << ": pre_tokenizer.use_regex is false" << hint);
+  }
+  SG_CHECK(!is_set(*byte_level, "add_prefix_space"),
            path << ": pre_tokenizer.add_prefix_space is set" << hint);
-  auto use_regex = pre_tokenizer.find("use_regex");
-  SG_CHECK(use_regex == pre_tokenizer.end() || *use_regex == true,
-           path << ": pre_tokenizer.use_regex is false" << hint);
 
   detail::HfBpeVocab hf = detail::read_hf_bpe_vocab(root, path);
   Gpt2Vocab vocab;
   vocab.tokens = std::move(hf.tokens);
   vocab.literal = std::move(hf.added);
   vocab.merges = std::move(hf.merges);
+  vocab.split_pattern = std::move(split_pattern);
+  vocab.ignore_merges = is_set(model, "ignore_merges");
   vocab.merge_origin = [&](size_t rank) { return path + ": model.merges[" + std::to_string(rank) + "]"; };
   return std::make_unique<Gpt2Tokenizer>(std::move(vocab), path);
 }

@@ -1,5 +1,6 @@
-// SentencePiece-style BPE with scores and byte fallback, as llama2.c's run.c runs it: the
-// tokenizer, the llama2.c tokenizer.bin loader, and our skillgraft_tokenizer.json form.
+// SentencePiece-style BPE with byte fallback, merging by score as llama2.c's run.c does or by rank
+// as HF tokenizers does: the tokenizer, the llama2.c tokenizer.bin loader, our
+// skillgraft_tokenizer.json form, and Llama-2-style HF tokenizer.json.
 #include <nlohmann/json.hpp>
 
 #include <array>

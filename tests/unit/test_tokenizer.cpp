@@ -472,6 +472,109 @@ TEST(HfLlamaTokenizer, RoundTripAndSaveLoad) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// HF tokenizer.json, Llama-3 style (Split with its own regex, then ByteLevel without), by hand
+
+// Llama-3's pattern: digits in groups of up to 3, one non-letter glued to the letters after it.
+const std::string kLlama3Pattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|)"
+    R"(\s*[\r\n]+|\s+(?!\S)|\s+)";
+
+// Byte b is id b; then 12 123 1234 45 !h !hi Ġh Ġhi (256..263), Ġhello (264, no merge makes it),
+// added <|begin_of_text|> 265 and <|end_of_text|> 266. Merges in that order.
+nlohmann::json tiny_llama3_tokenizer_json(bool split_regex, bool ignore_merges) {
+  const std::string G = tt::byte_char(' ');
+  const std::vector<std::pair<std::string, std::string>> merges = {
+      {"1", "2"}, {"12", "3"}, {"123", "4"}, {"4", "5"}, {"!", "h"}, {"!h", "i"}, {G, "h"}, {G + "h", "i"}};
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int b = 0; b < 256; ++b) vocab[tt::byte_char(b)] = b;
+  int id = 256;
+  nlohmann::json merge_list = nlohmann::json::array();
+  for (const auto& [left, right] : merges) {
+    vocab[left + right] = id++;
+    merge_list.push_back({left, right});
+  }
+  vocab[G + "hello"] = id++;
+  nlohmann::json root = tt::tiny_gpt2_tokenizer_json(true);
+  root["added_tokens"] = {{{"id", 265}, {"content", "<|begin_of_text|>"}, {"special", true}},
+                          {{"id", 266}, {"content", "<|end_of_text|>"}, {"special", true}}};
+  if (split_regex) {
+    root["pre_tokenizer"] = {{"type", "Sequence"},
+                             {"pretokenizers",
+                              {{{"type", "Split"},
+                                {"pattern", {{"Regex", kLlama3Pattern}}},
+                                {"behavior", "Isolated"},
+                                {"invert", false}},
+                               {{"type", "ByteLevel"},
+                                {"add_prefix_space", false},
+                                {"trim_offsets", true},
+                                {"use_regex", false}}}}};
+  }
+  root["model"]["vocab"] = vocab;
+  root["model"]["merges"] = merge_list;
+  root["model"]["ignore_merges"] = ignore_merges;
+  return root;
+}
+
+std::unique_ptr<Tokenizer> load_tiny_llama3(bool split_regex, bool ignore_merges) {
+  std::string dir = sg::test::temp_dir("sg-tok-llama3");
+  write_file_atomic(join_path(dir, "tokenizer.json"),
+                    tiny_llama3_tokenizer_json(split_regex, ignore_merges).dump());
+  return sg::io::load_tokenizer(dir);
+}
+
+TEST(HfLlama3Tokenizer, TinyVocabularyHandComputed) {
+  auto tok = load_tiny_llama3(true, true);
+  EXPECT_EQ(tok->kind(), "gpt2_bpe");
+  EXPECT_EQ(tok->vocab_size(), 267);
+  EXPECT_EQ(tok->bos_id(), 265);
+  EXPECT_EQ(tok->eos_id(), 266);
+  // "123" "45": digits in threes, so 1234 never forms.
+  EXPECT_EQ(tok->encode("12345"), (Ids{257, 259}));
+  EXPECT_EQ(tok->encode("1234"), (Ids{257, '4'}));
+  // "!hi" is one word: ! + h, then !h + i.
+  EXPECT_EQ(tok->encode("!hi"), (Ids{261}));
+  EXPECT_EQ(tok->encode(" hi"), (Ids{263}));
+  // ignore_merges: " hello" is a token as a whole; "hello" is not, and has no merges.
+  EXPECT_EQ(tok->encode(" hello"), (Ids{264}));
+  EXPECT_EQ(tok->encode("hello"), (Ids{'h', 'e', 'l', 'l', 'o'}));
+  EXPECT_EQ(tok->decode({265, 257, 259, 264, 266}), "<|begin_of_text|>12345 hello<|end_of_text|>");
+
+  // Without ignore_merges, " hello" is what the merges make of it.
+  EXPECT_EQ(load_tiny_llama3(true, false)->encode(" hello"), (Ids{262, 'e', 'l', 'l', 'o'}));
+  // The same vocabulary with GPT-2's regex: "12345" and "!hi" are split differently.
+  auto gpt2_regex = load_tiny_llama3(false, false);
+  EXPECT_EQ(gpt2_regex->encode("12345"), (Ids{258, '5'}));
+  EXPECT_EQ(gpt2_regex->encode("!hi"), (Ids{'!', 'h', 'i'}));
+}
+
+TEST(HfLlama3Tokenizer, RoundTripAndSaveLoad) {
+  for (bool split_regex : {true, false}) {
+    auto tok = load_tiny_llama3(split_regex, true);
+    std::string saved = sg::test::temp_dir("sg-tok-llama3-saved");
+    tok->save(saved);
+    // vocab.json + merges.txt would lose the regex and ignore_merges.
+    EXPECT_TRUE(sg::util::file_exists(join_path(saved, "tokenizer.json")));
+    EXPECT_FALSE(sg::util::file_exists(join_path(saved, "vocab.json")));
+    auto loaded = sg::io::load_tokenizer(saved);
+    EXPECT_EQ(loaded->vocab_size(), 267);
+    EXPECT_EQ(loaded->bos_id(), 265);
+    EXPECT_EQ(loaded->eos_id(), 266);
+    EXPECT_EQ(loaded->decode({265}), "<|begin_of_text|>");
+    std::mt19937 rng(31);
+    std::vector<std::string> texts = {"12345 !hi hello hi", " hello  1234567\n\n!!hi", "IT'S it's"};
+    for (int i = 0; i < 500; ++i) texts.push_back(tt::random_text(rng, 40));
+    for (const auto& text : texts) {
+      Ids ids = tok->encode(text);
+      ASSERT_EQ(tok->decode(ids), text) << tt::printable(text);
+      ASSERT_EQ(loaded->encode(text), ids) << tt::printable(text);
+    }
+    std::string again = sg::test::temp_dir("sg-tok-llama3-saved");
+    loaded->save(again);
+    EXPECT_EQ(read_file(join_path(again, "tokenizer.json")), read_file(join_path(saved, "tokenizer.json")));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Round trips: decode(encode(s)) == s, and token_bytes streams the same bytes, for every kind
 
 struct NamedTokenizer {
@@ -870,6 +973,37 @@ TEST(TokenizerBadFiles, HfLlamaTokenizerJson) {
         root["model"]["vocab"]["A"] = 3 + 0x41;
       },
       {"no byte-fallback piece <0x41>"}, prepend);
+}
+
+TEST(TokenizerBadFiles, HfLlama3TokenizerJson) {
+  const std::string dir = sg::test::temp_dir("sg-tok-bad");
+  const std::string path = join_path(dir, "tokenizer.json");
+  auto load = [&] { sg::io::load_hf_tokenizer_json(path); };
+  auto expect_edit_error = [&](const std::function<void(nlohmann::json&)>& edit,
+                               std::vector<std::string> fragments) {
+    nlohmann::json root = tiny_llama3_tokenizer_json(true, true);
+    edit(root);
+    write_file_atomic(path, root.dump());
+    fragments.insert(fragments.begin(), path);
+    expect_error(load, fragments);
+  };
+  expect_edit_error(
+      [](auto& root) {
+        root["pre_tokenizer"]["pretokenizers"][0]["pattern"] = {{"String", " "}};
+      },
+      {"expected {\"Regex\": ...}"});
+  expect_edit_error([](auto& root) { root["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(a"; },
+                    {"PCRE2 cannot compile", "offset 2"});
+  expect_edit_error([](auto& root) { root["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Removed"; },
+                    {"behavior \"Isolated\""});
+  expect_edit_error([](auto& root) { root["pre_tokenizer"]["pretokenizers"][1]["use_regex"] = true; },
+                    {"use_regex false"});
+  expect_edit_error(
+      [](auto& root) {
+        root["pre_tokenizer"]["pretokenizers"].push_back({{"type", "Digits"}});
+      },
+      {"a Sequence other than [Split, ByteLevel]"});
+  expect_edit_error([](auto& root) { root["normalizer"] = {{"type", "NFC"}}; }, {"has a normalizer"});
 }
 
 TEST(TokenizerBadFiles, LoadTokenizerNamesTheDirectoryAndTheFiles) {
