@@ -1,17 +1,22 @@
 // Helpers shared by the tokenizer tests: random texts (bytes and UTF-8), a tiny hand-made GPT-2
-// byte-level vocabulary written as vocab.json + merges.txt or tokenizer.json, printable escapes.
+// byte-level vocabulary written as vocab.json + merges.txt or tokenizer.json, printable escapes,
+// and the check that a load fails with a given message.
 // Everything here is written independently of src/io (GPT-2's bytes_to_unicode included).
 #pragma once
+
+#include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <random>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "util/error.h"
 #include "util/file.h"
 
 namespace sg::test::tokenizer {
@@ -125,6 +130,20 @@ inline std::string printable(const std::string& text) {
   return out + "\"";
 }
 
+// Expects load() to throw sg::Error whose message contains every fragment.
+inline void expect_error(const std::function<void()>& load, const std::vector<std::string>& fragments) {
+  try {
+    load();
+    ADD_FAILURE() << "expected sg::Error containing \"" << fragments.front() << "\"";
+  } catch (const sg::Error& e) {
+    std::string message = e.what();
+    for (const auto& fragment : fragments) {
+      EXPECT_NE(message.find(fragment), std::string::npos)
+          << "message: " << message << "\nmissing: " << fragment;
+    }
+  }
+}
+
 // ---- A tiny GPT-2 style vocabulary: byte b is id b, then 11 merges and <|endoftext|> ----
 
 // GPT-2's bytes_to_unicode(), written from OpenAI's encoder.py.
@@ -166,15 +185,22 @@ inline nlohmann::json tiny_gpt2_vocab() {
   return vocab;
 }
 
+// tokenizer.json's model.merges: ["a", "b"] pairs, or "a b" strings.
+inline nlohmann::json merges_json(const std::vector<std::pair<std::string, std::string>>& merges,
+                                  bool pair_merges) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& [left, right] : merges) {
+    if (pair_merges)
+      list.push_back({left, right});
+    else
+      list.push_back(left + " " + right);
+  }
+  return list;
+}
+
 // An HF tokenizer.json as `tokenizers` writes one for GPT-2; merges as "a b" or ["a", "b"].
 inline nlohmann::json tiny_gpt2_tokenizer_json(bool pair_merges) {
-  nlohmann::json merges = nlohmann::json::array();
-  for (const auto& [left, right] : tiny_gpt2_merges()) {
-    if (pair_merges)
-      merges.push_back({left, right});
-    else
-      merges.push_back(left + " " + right);
-  }
+  nlohmann::json merges = merges_json(tiny_gpt2_merges(), pair_merges);
   nlohmann::json root;
   root["version"] = "1.0";
   root["truncation"] = nullptr;
