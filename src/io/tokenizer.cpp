@@ -111,6 +111,13 @@ const nlohmann::json& json_member(const nlohmann::json& object, const std::strin
   return *it;
 }
 
+const nlohmann::json& json_member_or_null(const nlohmann::json& object, const std::string& key) {
+  static const nlohmann::json null_value;
+  if (!object.is_object()) return null_value;
+  auto it = object.find(key);
+  return it == object.end() ? null_value : *it;
+}
+
 int64_t json_int(const nlohmann::json& value, const std::string& path, const std::string& what) {
   SG_CHECK(value.is_number_integer(), path << ": " << what << " must be an integer, got " << value.dump());
   if (value.is_number_unsigned()) {

@@ -507,18 +507,21 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path) {
                                                                     << ", expected {\"Regex\": ...}" << hint);
     split_pattern = detail::json_string(pattern["Regex"], path, "pre_tokenizer Split pattern.Regex");
     SG_CHECK(!split_pattern.empty(), path << ": pre_tokenizer Split pattern.Regex is empty" << hint);
-    SG_CHECK(split.value("behavior", "") == "Isolated" && !split.value("invert", false),
+    SG_CHECK(detail::json_member_or_null(split, "behavior") == "Isolated" &&
+                 (detail::json_member_or_null(split, "invert").is_null() ||
+                  detail::json_member_or_null(split, "invert") == false),
              path << ": pre_tokenizer Split must have behavior \"Isolated\" and invert false" << hint);
     byte_level = &steps[1];
     SG_CHECK(type_of(*byte_level) == "\"ByteLevel\"", path << ": pre_tokenizer Sequence ends in "
                                                            << type_of(*byte_level)
                                                            << ", expected \"ByteLevel\"" << hint);
-    SG_CHECK(byte_level->value("use_regex", true) == false,
+    SG_CHECK(detail::json_member_or_null(*byte_level, "use_regex") == false,
              path << ": pre_tokenizer ByteLevel after a Split must have use_regex false" << hint);
   } else {
     SG_CHECK(type_of(pre_tokenizer) == "\"ByteLevel\"",
              path << ": pre_tokenizer is " << type_of(pre_tokenizer) << ", expected \"ByteLevel\"" << hint);
-    SG_CHECK(byte_level->value("use_regex", true) == true,
+    SG_CHECK((detail::json_member_or_null(*byte_level, "use_regex").is_null() ||
+              detail::json_member_or_null(*byte_level, "use_regex") == true),
              path << ": pre_tokenizer.use_regex is false" << hint);
   }
   SG_CHECK(!is_set(*byte_level, "add_prefix_space"),

@@ -43,6 +43,9 @@ nlohmann::json read_json_file(const std::string& path);
 // The member `key` of object `object`; throws "<path>: <where>: missing "<key>"" when absent.
 const nlohmann::json& json_member(const nlohmann::json& object, const std::string& key,
                                   const std::string& path, const std::string& where);
+// The member `key` of `object`, or null when `object` is not an object or has no such member.
+// For optional fields compared with ==, which never throws.
+const nlohmann::json& json_member_or_null(const nlohmann::json& object, const std::string& key);
 int64_t json_int(const nlohmann::json& value, const std::string& path, const std::string& what);
 std::string json_string(const nlohmann::json& value, const std::string& path, const std::string& what);
 

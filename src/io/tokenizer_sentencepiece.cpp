@@ -321,6 +321,7 @@ std::unique_ptr<Tokenizer> sentencepiece_from_json(const nlohmann::json& root, c
 // front": Sequence[Prepend("▁"), Replace(" ", "▁")] (Llama-2, Mistral, TinyLlama), or a
 // Metaspace pre_tokenizer that does not split (newer conversions). Returns add_dummy_prefix.
 bool hf_sentencepiece_prefix(const nlohmann::json& root, const std::string& path, const std::string& hint) {
+  const std::string space(kSentencePieceSpace);
   auto normalizer = root.find("normalizer");
   auto pre_tokenizer = root.find("pre_tokenizer");
   const bool has_normalizer = normalizer != root.end() && !normalizer->is_null();
@@ -342,16 +343,16 @@ bool hf_sentencepiece_prefix(const nlohmann::json& root, const std::string& path
     bool prepend = false;
     size_t i = 0;
     if (i < steps.size() && type_of(steps[i]) == "\"Prepend\"") {
-      SG_CHECK(steps[i].value("prepend", "") == kSentencePieceSpace,
-               path << ": normalizer Prepend adds " << steps[i].value("prepend", nlohmann::json()).dump()
+      SG_CHECK(json_member_or_null(steps[i], "prepend") == space,
+               path << ": normalizer Prepend adds " << json_member_or_null(steps[i], "prepend").dump()
                     << ", expected \"\u2581\"" << hint);
       prepend = true;
       ++i;
     }
     const bool replaces_spaces =
         i < steps.size() && type_of(steps[i]) == "\"Replace\"" &&
-        steps[i].value("pattern", nlohmann::json()) == nlohmann::json{{"String", " "}} &&
-        steps[i].value("content", "") == kSentencePieceSpace;
+        json_member_or_null(steps[i], "pattern") == nlohmann::json{{"String", " "}} &&
+        json_member_or_null(steps[i], "content") == space;
     SG_CHECK(replaces_spaces && i + 1 == steps.size(),
              path << ": the normalizer is " << normalizer->dump()
                   << ", expected Sequence[Prepend(\"\u2581\"), Replace(\" \", \"\u2581\")]" << hint);
@@ -362,9 +363,10 @@ bool hf_sentencepiece_prefix(const nlohmann::json& root, const std::string& path
                 << " and there is no normalizer; expected a Metaspace pre_tokenizer or a Prepend/Replace "
                    "normalizer"
                 << hint);
-  SG_CHECK(pre_tokenizer->value("replacement", "") == kSentencePieceSpace,
+  SG_CHECK(json_member_or_null(*pre_tokenizer, "replacement") == space,
            path << ": pre_tokenizer.replacement must be \"\u2581\"" << hint);
-  SG_CHECK(!pre_tokenizer->value("split", false),
+  SG_CHECK(json_member_or_null(*pre_tokenizer, "split").is_null() ||
+               json_member_or_null(*pre_tokenizer, "split") == false,
            path << ": pre_tokenizer Metaspace splits words at spaces (\"split\": true), which is not "
                    "supported"
                 << hint);
@@ -375,7 +377,10 @@ bool hf_sentencepiece_prefix(const nlohmann::json& root, const std::string& path
              path << ": pre_tokenizer.prepend_scheme is \"" << scheme << "\"" << hint);
     return scheme != "never";
   }
-  return pre_tokenizer->value("add_prefix_space", true);
+  const nlohmann::json& add_prefix_space = json_member_or_null(*pre_tokenizer, "add_prefix_space");
+  SG_CHECK(add_prefix_space.is_null() || add_prefix_space.is_boolean(),
+           path << ": pre_tokenizer.add_prefix_space must be true or false" << hint);
+  return add_prefix_space.is_null() || add_prefix_space.get<bool>();
 }
 
 std::unique_ptr<Tokenizer> sentencepiece_from_hf_json(const nlohmann::json& root, const std::string& path) {

@@ -268,6 +268,18 @@ TEST(TokenizerBadFiles, HfLlamaTokenizerJson) {
   const auto prepend = LlamaForm::kPrependReplace;
   expect_edit_error([](auto& root) { root["pre_tokenizer"]["split"] = true; }, {"\"split\": true"},
                     metaspace);
+  // Fields of the wrong type are errors naming the file too, never a JSON library exception.
+  expect_edit_error([](auto& root) { root["pre_tokenizer"]["split"] = "no"; }, {"\"split\": true"},
+                    metaspace);
+  expect_edit_error([](auto& root) { root["pre_tokenizer"]["replacement"] = 7; }, {"replacement"}, metaspace);
+  expect_edit_error(
+      [](auto& root) {
+        root["pre_tokenizer"].erase("prepend_scheme");
+        root["pre_tokenizer"]["add_prefix_space"] = "yes";
+      },
+      {"add_prefix_space must be true or false"}, metaspace);
+  expect_edit_error([](auto& root) { root["normalizer"]["normalizers"][0]["prepend"] = 1; },
+                    {"Prepend adds 1"}, prepend);
   expect_edit_error([](auto& root) { root["pre_tokenizer"]["prepend_scheme"] = "sometimes"; },
                     {"prepend_scheme is \"sometimes\""}, metaspace);
   expect_edit_error([](auto& root) { root["pre_tokenizer"]["replacement"] = "_"; }, {"replacement"},
@@ -320,6 +332,12 @@ TEST(TokenizerBadFiles, HfLlama3TokenizerJson) {
                     {"behavior \"Isolated\""});
   expect_edit_error([](auto& root) { root["pre_tokenizer"]["pretokenizers"][1]["use_regex"] = true; },
                     {"use_regex false"});
+  expect_edit_error([](auto& root) { root["pre_tokenizer"]["pretokenizers"][1]["use_regex"] = "no"; },
+                    {"use_regex false"});
+  expect_edit_error([](auto& root) { root["pre_tokenizer"]["pretokenizers"][0]["invert"] = 1; },
+                    {"invert false"});
+  expect_edit_error([](auto& root) { root["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = 5; },
+                    {"pattern.Regex must be a string"});
   expect_edit_error(
       [](auto& root) {
         root["pre_tokenizer"]["pretokenizers"].push_back({{"type", "Digits"}});
