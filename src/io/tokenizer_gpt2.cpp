@@ -403,13 +403,15 @@ void Gpt2Tokenizer::save_tokenizer_json(const std::string& dir) const {
   root["decoder"] = {{"type", "ByteLevel"}};
   nlohmann::ordered_json merges = nlohmann::ordered_json::array();
   for (const auto& [left, right] : merges_) merges.push_back({left, right});
+  // model.vocab goes last, so that the last occurrence of the placeholder is it even if a token
+  // happens to spell it.
   constexpr char kVocabPlaceholder[] = "\"@vocab@\"";
   root["model"] = {{"type", "BPE"},
                    {"ignore_merges", ignore_merges_},
-                   {"vocab", "@vocab@"},
-                   {"merges", std::move(merges)}};
+                   {"merges", std::move(merges)},
+                   {"vocab", "@vocab@"}};
   std::string text = root.dump(1);
-  text.replace(text.find(kVocabPlaceholder), sizeof(kVocabPlaceholder) - 1, vocab);
+  text.replace(text.rfind(kVocabPlaceholder), sizeof(kVocabPlaceholder) - 1, vocab);
   util::make_directories(dir);
   util::write_file_atomic(path, text + "\n");
 }

@@ -230,14 +230,20 @@ TEST(HfLlama3Tokenizer, TinyVocabularyHandComputed) {
 
 TEST(HfLlama3Tokenizer, RoundTripAndSaveLoad) {
   for (bool split_regex : {true, false}) {
-    auto tok = load_tiny_llama3(split_regex, true);
+    std::string dir = sg::test::temp_dir("sg-tok-llama3");
+    nlohmann::json root = tiny_llama3_tokenizer_json(split_regex, true);
+    // An added token that spells the placeholder save() uses for model.vocab.
+    root["added_tokens"].push_back({{"id", 267}, {"content", "@vocab@"}, {"special", true}});
+    write_file_atomic(join_path(dir, "tokenizer.json"), root.dump());
+    auto tok = sg::io::load_tokenizer(dir);
     std::string saved = sg::test::temp_dir("sg-tok-llama3-saved");
     tok->save(saved);
     // vocab.json + merges.txt would lose the regex and ignore_merges.
     EXPECT_TRUE(sg::util::file_exists(join_path(saved, "tokenizer.json")));
     EXPECT_FALSE(sg::util::file_exists(join_path(saved, "vocab.json")));
     auto loaded = sg::io::load_tokenizer(saved);
-    EXPECT_EQ(loaded->vocab_size(), 267);
+    EXPECT_EQ(loaded->vocab_size(), 268);
+    EXPECT_EQ(loaded->decode({267}), "@vocab@");
     EXPECT_EQ(loaded->bos_id(), 265);
     EXPECT_EQ(loaded->eos_id(), 266);
     EXPECT_EQ(loaded->decode({265}), "<|begin_of_text|>");
