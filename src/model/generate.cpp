@@ -59,7 +59,10 @@ int64_t sample_token(const at::Tensor& logits, const SamplingOptions& o, std::mt
 
 std::vector<int64_t> prompt_tokens(const io::Tokenizer& tokenizer, const std::string& prompt) {
   std::vector<int64_t> ids;
-  if (tokenizer.kind() == "sentencepiece_bpe" && tokenizer.bos_id() >= 0) ids.push_back(tokenizer.bos_id());
+  // SentencePiece models and byte-level ones with a BOS of their own (Llama 3's
+  // <|begin_of_text|>) start with BOS; GPT-2, whose BOS is its EOS, does not.
+  const bool adds_bos = tokenizer.kind() == "sentencepiece_bpe" || tokenizer.bos_id() != tokenizer.eos_id();
+  if (adds_bos && tokenizer.bos_id() >= 0) ids.push_back(tokenizer.bos_id());
   std::vector<int64_t> text = tokenizer.encode(prompt);
   ids.insert(ids.end(), text.begin(), text.end());
   if (ids.empty() && tokenizer.eos_id() >= 0) ids.push_back(tokenizer.eos_id());
