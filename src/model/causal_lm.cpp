@@ -56,6 +56,22 @@ KVCache CausalLM::make_cache(int64_t batch, int64_t capacity) const {
   return cache;
 }
 
+int64_t CausalLM::check_forward_input(const torch::Tensor& tokens, const KVCache* cache) const {
+  SG_CHECK(tokens.dim() == 2, "forward: tokens must be (B, T), got " << tokens.dim() << " dims");
+  SG_CHECK(tokens.scalar_type() == torch::kLong, "forward: tokens must be int64, got " << tokens.scalar_type());
+  const int64_t past = cache != nullptr ? cache->length : 0;
+  SG_CHECK(past + tokens.size(1) <= config_.max_positions,
+           "forward: " << past + tokens.size(1) << " positions exceed the model's context of "
+                       << config_.max_positions << "; hint: shorten the input");
+  if (tokens.numel() > 0) {
+    const int64_t low = tokens.min().item<int64_t>(), high = tokens.max().item<int64_t>();
+    SG_CHECK(low >= 0 && high < config_.vocab_size,
+             "forward: token id " << (low < 0 ? low : high) << " is outside the vocabulary of "
+                                  << config_.vocab_size << "; hint: does the tokenizer belong to this model?");
+  }
+  return past;
+}
+
 std::shared_ptr<CausalLM> create_model(const ModelConfig& config) {
   if (config.architecture == Architecture::kGpt2) return std::make_shared<Gpt2LMHeadModel>(config);
   return std::make_shared<LlamaForCausalLM>(config);

@@ -36,6 +36,9 @@ class CausalLM : public torch::nn::Module {
   KVCache make_cache(int64_t batch, int64_t capacity) const;
 
  protected:
+  // Checks tokens (B, T) against the vocabulary and the context left after the cache's
+  // positions; returns the number of cached positions the tokens follow.
+  int64_t check_forward_input(const torch::Tensor& tokens, const KVCache* cache) const;
   ModelConfig config_;
 };
 

@@ -64,12 +64,8 @@ Gpt2LMHeadModel::Gpt2LMHeadModel(const ModelConfig& c) : CausalLM(c) {
 }
 
 torch::Tensor Gpt2LMHeadModel::forward(const torch::Tensor& tokens, KVCache* cache) {
-  SG_CHECK(tokens.dim() == 2, "forward: tokens must be (B, T), got " << tokens.dim() << " dims");
+  const int64_t past = check_forward_input(tokens, cache);
   const int64_t T = tokens.size(1);
-  const int64_t past = cache != nullptr ? cache->length : 0;
-  SG_CHECK(past + T <= config_.max_positions,
-           "forward: " << past + T << " positions exceed the model's context of "
-                       << config_.max_positions << "; hint: shorten the input");
   torch::Tensor positions = torch::arange(past, past + T, tokens.options().dtype(torch::kLong));
   torch::Tensor h = transformer->wte(tokens) + transformer->wpe(positions);  // (B, T, C)
   for (size_t i = 0; i < blocks_.size(); ++i) {

@@ -87,12 +87,8 @@ LlamaForCausalLM::LlamaForCausalLM(const ModelConfig& c) : CausalLM(c) {
 }
 
 torch::Tensor LlamaForCausalLM::forward(const torch::Tensor& tokens, KVCache* cache) {
-  SG_CHECK(tokens.dim() == 2, "forward: tokens must be (B, T), got " << tokens.dim() << " dims");
+  const int64_t past = check_forward_input(tokens, cache);
   const int64_t T = tokens.size(1);
-  const int64_t past = cache != nullptr ? cache->length : 0;
-  SG_CHECK(past + T <= config_.max_positions,
-           "forward: " << past + T << " positions exceed the model's context of "
-                       << config_.max_positions << "; hint: shorten the input");
   torch::Tensor h = model->embed_tokens(tokens);  // (B, T, C)
   torch::Tensor cos, sin;
   std::tie(cos, sin) = rope_.slice(past, T, h.scalar_type(), h.device());

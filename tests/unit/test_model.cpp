@@ -280,6 +280,17 @@ TEST(Model, LoadWeightsNamesMissingWrongShapeAndUnexpectedTensors) {
   EXPECT_NE(error_of([&] { sg::model::load_model_weights(*target, unexpected, "ckpt"); }).find("unexpected tensor"), std::string::npos);
 }
 
+TEST(Model, TokenIdsOutsideTheVocabularyAreErrors) {
+  for (const ModelConfig& config : {tiny_llama(), tiny_gpt2()}) {
+    auto model = random_model(config, 41);
+    torch::NoGradGuard no_grad;
+    EXPECT_NE(error_of([&] { model->forward(torch::tensor({{1, 300}}, torch::kLong)); })
+                  .find("token id 300 is outside the vocabulary of 300"), std::string::npos);
+    EXPECT_NE(error_of([&] { model->forward(torch::tensor({{-1, 2}}, torch::kLong)); }).find("token id -1"),
+              std::string::npos);
+  }
+}
+
 TEST(Config, UnknownArchitectureAndBadFieldsAreErrors) {
   EXPECT_NE(error_of([] { sg::model::config_from_json({{"model_type", "bert"}}, "cfg.json"); })
                 .find("cfg.json: unknown architecture"), std::string::npos);
