@@ -42,8 +42,7 @@ int run_convert(const std::vector<std::string>& args) {
     auto tokenizer = io::load_llama2c_tokenizer(tokenizer_path, source.header.vocab_size);
     // Load into a model first: a checkpoint that does not make a working model is never written.
     model::ModelConfig config = model::config_from_json(source.config, input);
-    auto model = model::create_model(config);
-    model::load_model_weights(*model, source.weights, input);
+    auto model = model::create_model_from_weights(config, source.weights, input);
     model::save_model_dir(out, *model, tokenizer.get(), shard_bytes);
     result["parameters"] = model::parameter_count(config);
     result["llama2c_version"] = source.header.version;

@@ -7,6 +7,7 @@
 
 #include "io/hf_checkpoint.h"
 #include "model/gpt2.h"
+#include "model/layers.h"
 #include "model/llama.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -77,6 +78,17 @@ std::shared_ptr<CausalLM> create_model(const ModelConfig& config) {
   return std::make_shared<LlamaForCausalLM>(config);
 }
 
+std::shared_ptr<CausalLM> create_model_from_weights(const ModelConfig& config, const io::StateDict& weights,
+                                                    const std::string& source) {
+  std::shared_ptr<CausalLM> model;
+  {
+    SkipWeightInit skip;
+    model = create_model(config);
+  }
+  load_model_weights(*model, weights, source);
+  return model;
+}
+
 io::StateDict model_state_dict(const CausalLM& model) { return model.named_parameters(true); }
 
 void load_model_weights(CausalLM& model, const io::StateDict& weights, const std::string& source) {
@@ -130,8 +142,7 @@ LoadedModel load_model_dir(const std::string& dir) {
       !checkpoint.config.contains("tie_word_embeddings")) {
     loaded.config.tie_word_embeddings = true;  // older configs leave tying implicit
   }
-  loaded.model = create_model(loaded.config);
-  load_model_weights(*loaded.model, checkpoint.weights, dir);
+  loaded.model = create_model_from_weights(loaded.config, checkpoint.weights, dir);
   loaded.model->eval();
   for (const char* name : kTokenizerFiles) {
     if (!util::file_exists(util::join_path(dir, name))) continue;

@@ -44,6 +44,10 @@ class CausalLM : public torch::nn::Module {
 
 // A new model of the config's architecture with freshly initialised weights.
 std::shared_ptr<CausalLM> create_model(const ModelConfig& config);
+// A model of the config's architecture filled from `weights` (see load_model_weights), without
+// first initialising weights that the checkpoint replaces.
+std::shared_ptr<CausalLM> create_model_from_weights(const ModelConfig& config, const io::StateDict& weights,
+                                                    const std::string& source);
 
 // The model's parameters under their HF names (tied weights appear once, under the input
 // embedding's name). The tensors share storage with the model.

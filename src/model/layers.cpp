@@ -6,9 +6,18 @@
 
 namespace sg::model {
 
+namespace {
+thread_local bool t_skip_weight_init = false;
+}
+
+SkipWeightInit::SkipWeightInit() : previous_(t_skip_weight_init) { t_skip_weight_init = true; }
+SkipWeightInit::~SkipWeightInit() { t_skip_weight_init = previous_; }
+bool SkipWeightInit::active() { return t_skip_weight_init; }
+
 LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool has_bias) {
   weight = register_parameter("weight", torch::empty({out_features, in_features}));
   if (has_bias) bias = register_parameter("bias", torch::zeros({out_features}));
+  if (SkipWeightInit::active()) return;
   double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
   torch::NoGradGuard no_grad;
   weight.uniform_(-bound, bound);
@@ -19,6 +28,7 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return torch::linear
 Conv1DImpl::Conv1DImpl(int64_t in_features, int64_t out_features) {
   weight = register_parameter("weight", torch::empty({in_features, out_features}));
   bias = register_parameter("bias", torch::zeros({out_features}));
+  if (SkipWeightInit::active()) return;
   torch::NoGradGuard no_grad;
   weight.normal_(0.0, 0.02);
 }

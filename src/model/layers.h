@@ -8,6 +8,21 @@
 
 namespace sg::model {
 
+// While one is alive on this thread, new Linear and Conv1D layers leave their weights
+// uninitialised: a model about to receive checkpoint weights skips the random fill, and the
+// untouched allocations cost no memory before the loaded tensors replace them.
+class SkipWeightInit {
+ public:
+  SkipWeightInit();
+  ~SkipWeightInit();
+  SkipWeightInit(const SkipWeightInit&) = delete;
+  SkipWeightInit& operator=(const SkipWeightInit&) = delete;
+  static bool active();
+
+ private:
+  bool previous_;
+};
+
 class LinearImpl : public torch::nn::Module {
  public:
   LinearImpl(int64_t in_features, int64_t out_features, bool bias);

@@ -28,8 +28,7 @@ Stories& stories() {
     const std::string models = sg::test::source_dir() + "/data/models/";
     sg::io::Llama2cModel source = sg::io::read_llama2c(models + "stories260K.bin");
     auto config = sg::model::config_from_json(source.config, "stories260K.bin");
-    auto model = sg::model::create_model(config);
-    sg::model::load_model_weights(*model, source.weights, "stories260K.bin");
+    auto model = sg::model::create_model_from_weights(config, source.weights, "stories260K.bin");
     auto tokenizer = sg::io::load_llama2c_tokenizer(models + "tok512.bin", source.header.vocab_size);
     std::string dir = sg::test::temp_dir("sg-stories");
     sg::model::save_model_dir(dir, *model, tokenizer.get());  // the HF directory a user gets
