@@ -10,6 +10,7 @@ packages=(
   nlohmann-json3-dev libpcre2-dev     # JSON; PCRE2 for the GPT-2 pre-tokenizer's Unicode classes
   libgtest-dev googletest             # tests
   python3-torch python3-numpy         # independent Python references for numeric checks, baselines
+  iso-codes                           # country and currency names for the built-in tasks
 )
 
 missing=()

@@ -13,6 +13,7 @@ namespace sg::cli {
 int run_convert(const std::vector<std::string>& args);
 int run_generate(const std::vector<std::string>& args);
 int run_inspect(const std::vector<std::string>& args);
+int run_tasks(const std::vector<std::string>& args);
 
 // Flags every verb has.
 struct CommonOptions {

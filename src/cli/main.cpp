@@ -23,6 +23,7 @@ const Verb kVerbs[] = {
     {"convert", sg::cli::run_convert, "convert a llama2.c checkpoint into an HF model directory"},
     {"generate", sg::cli::run_generate, "generate text from a model directory"},
     {"inspect", sg::cli::run_inspect, "list the tensors and metadata of a safetensors file or model"},
+    {"tasks", sg::cli::run_tasks, "list the built-in tasks, or write one as a task directory"},
 };
 
 void print_usage(FILE* out) {
