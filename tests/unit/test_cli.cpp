@@ -53,7 +53,7 @@ std::string tiny_model_dir(int64_t vocab, int64_t context, const sg::io::Tokeniz
 }
 
 TEST(Cli, EveryVerbHasHelp) {
-  for (const std::string verb : {"convert", "generate", "inspect"}) {
+  for (const std::string verb : {"convert", "generate", "inspect", "tasks list", "tasks make"}) {
     auto r = run_command(sg_cmd(verb + " --help"));
     EXPECT_EQ(r.exit_code, 0) << verb;
     EXPECT_NE(r.output.find("usage: skillgraft " + verb), std::string::npos) << r.output;
