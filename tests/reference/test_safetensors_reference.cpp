@@ -114,14 +114,21 @@ TEST(SafetensorsReference, WeReadWhatPythonWrites) {
   EXPECT_TRUE(some_copied) << "the Python file is unaligned on purpose; the copy path must run";
 }
 
+// The Python writer's expected tensors, as a StateDict for our writer; `expect` is their JSON.
+sg::io::StateDict python_expected_tensors(const std::string& dir, std::string* expect, Json* expected) {
+  *expect = sg::util::join_path(dir, "py.json");
+  *expected = python_write(sg::util::join_path(dir, "py.safetensors"), *expect);
+  sg::io::StateDict tensors;
+  for (const Json& t : (*expected)["tensors"]) tensors.insert(t["name"], expected_tensor(t));
+  return tensors;
+}
+
 TEST(SafetensorsReference, PythonReadsWhatWeWrite) {
   std::string dir = sg::test::temp_dir("sg-st-ref");
-  std::string expect = sg::util::join_path(dir, "py.json");
-  Json expected = python_write(sg::util::join_path(dir, "py.safetensors"), expect);
+  std::string expect;
+  Json expected;
+  sg::io::StateDict tensors = python_expected_tensors(dir, &expect, &expected);
   ASSERT_FALSE(HasFailure());
-
-  sg::io::StateDict tensors;
-  for (const Json& t : expected["tensors"]) tensors.insert(t["name"], expected_tensor(t));
   std::string ours = sg::util::join_path(dir, "ours.safetensors");
   sg::io::save_safetensors(ours, tensors, metadata_of(expected));
   auto result = python_check(ours, expect);
@@ -141,12 +148,10 @@ TEST(SafetensorsReference, PythonReadsWhatWeWrite) {
 
 TEST(SafetensorsReference, ShardedDirReadsBackThroughPython) {
   std::string dir = sg::test::temp_dir("sg-st-ref");
-  std::string expect = sg::util::join_path(dir, "py.json");
-  Json expected = python_write(sg::util::join_path(dir, "py.safetensors"), expect);
+  std::string expect;
+  Json expected;
+  sg::io::StateDict tensors = python_expected_tensors(dir, &expect, &expected);
   ASSERT_FALSE(HasFailure());
-
-  sg::io::StateDict tensors;
-  for (const Json& t : expected["tensors"]) tensors.insert(t["name"], expected_tensor(t));
   std::string model_dir = sg::util::join_path(dir, "model");
   sg::io::save_safetensors_dir(model_dir, tensors, metadata_of(expected), 64);
   ASSERT_TRUE(sg::util::file_exists(sg::util::join_path(model_dir, "model.safetensors.index.json")));
