@@ -376,4 +376,18 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
                     << "); hint: copy the tokenizer files of the model into the directory");
 }
 
+std::vector<int64_t> prompt_tokens(const io::Tokenizer& tokenizer, const std::string& prompt) {
+  std::vector<int64_t> ids;
+  // SentencePiece models and byte-level ones with a BOS of their own (Llama 3's
+  // <|begin_of_text|>) start with BOS; GPT-2, whose BOS is its EOS, does not.
+  const bool adds_bos = tokenizer.kind() == "sentencepiece_bpe" || tokenizer.bos_id() != tokenizer.eos_id();
+  if (adds_bos && tokenizer.bos_id() >= 0) ids.push_back(tokenizer.bos_id());
+  std::vector<int64_t> text = tokenizer.encode(prompt);
+  ids.insert(ids.end(), text.begin(), text.end());
+  if (ids.empty() && tokenizer.eos_id() >= 0) ids.push_back(tokenizer.eos_id());
+  SG_CHECK(!ids.empty(), "the prompt is empty and the tokenizer has no BOS/EOS token to start from; "
+                         "hint: give a --prompt");
+  return ids;
+}
+
 }  // namespace sg::io

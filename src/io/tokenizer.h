@@ -37,6 +37,11 @@ class Tokenizer {
   virtual void save(const std::string& dir) const = 0;
 };
 
+// The token ids a prompt becomes: BOS (SentencePiece tokenizers, and byte-level ones whose BOS
+// differs from EOS) + encode(prompt); for a
+// tokenizer without BOS and an empty prompt, the EOS token (GPT-2's <|endoftext|>).
+std::vector<int64_t> prompt_tokens(const io::Tokenizer& tokenizer, const std::string& prompt);
+
 // Files and formats: docs/formats.md, "Tokenizers".
 // The tokenizer of a model directory, by the first file present:
 // skillgraft_tokenizer.json, tokenizer.json (BPE: byte_fallback or byte-level), vocab.json + merges.txt.

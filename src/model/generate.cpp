@@ -57,20 +57,6 @@ int64_t sample_token(const at::Tensor& logits, const SamplingOptions& o, std::mt
   return sorted_ids[chosen].item<int64_t>();
 }
 
-std::vector<int64_t> prompt_tokens(const io::Tokenizer& tokenizer, const std::string& prompt) {
-  std::vector<int64_t> ids;
-  // SentencePiece models and byte-level ones with a BOS of their own (Llama 3's
-  // <|begin_of_text|>) start with BOS; GPT-2, whose BOS is its EOS, does not.
-  const bool adds_bos = tokenizer.kind() == "sentencepiece_bpe" || tokenizer.bos_id() != tokenizer.eos_id();
-  if (adds_bos && tokenizer.bos_id() >= 0) ids.push_back(tokenizer.bos_id());
-  std::vector<int64_t> text = tokenizer.encode(prompt);
-  ids.insert(ids.end(), text.begin(), text.end());
-  if (ids.empty() && tokenizer.eos_id() >= 0) ids.push_back(tokenizer.eos_id());
-  SG_CHECK(!ids.empty(), "the prompt is empty and the tokenizer has no BOS/EOS token to start from; "
-                         "hint: give a --prompt");
-  return ids;
-}
-
 GenerationResult generate(CausalLM& model, const io::Tokenizer& tokenizer, const std::string& prompt,
                           const SamplingOptions& options,
                           const std::function<void(const std::string&)>& on_text) {
@@ -78,7 +64,7 @@ GenerationResult generate(CausalLM& model, const io::Tokenizer& tokenizer, const
   c10::InferenceMode inference;
   const ModelConfig& config = model.config();
   GenerationResult result;
-  result.prompt_tokens = prompt_tokens(tokenizer, prompt);
+  result.prompt_tokens = io::prompt_tokens(tokenizer, prompt);
   const int64_t prompt_length = static_cast<int64_t>(result.prompt_tokens.size());
   SG_CHECK(prompt_length <= config.max_positions,
            "the prompt is " << prompt_length << " tokens but the model's context is "

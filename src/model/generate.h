@@ -38,11 +38,6 @@ struct GenerationResult {
   double decode_seconds = 0;
 };
 
-// The token ids a prompt becomes: BOS (SentencePiece tokenizers, and byte-level ones whose BOS
-// differs from EOS) + encode(prompt); for a
-// tokenizer without BOS and an empty prompt, the EOS token (GPT-2's <|endoftext|>).
-std::vector<int64_t> prompt_tokens(const io::Tokenizer& tokenizer, const std::string& prompt);
-
 // Generates from `prompt`. `on_text` (optional) receives each new piece of text as it is decoded.
 // Throws when the prompt alone is longer than the model's context.
 GenerationResult generate(CausalLM& model, const io::Tokenizer& tokenizer, const std::string& prompt,
