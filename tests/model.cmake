@@ -16,3 +16,6 @@ sg_add_gtest(test_reference_models LABEL reference LIBS sg_model FIXTURES refdat
              SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/reference/test_reference_models.cpp)
 sg_add_gtest(test_reference_stories LABEL reference LIBS sg_model FIXTURES refdata_stories
              SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/reference/test_reference_stories.cpp)
+sg_add_gtest(test_lora LABEL unit LIBS sg_model SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_lora.cpp)
+sg_add_gtest(test_lora_reference LABEL reference LIBS sg_model
+             SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/reference/test_lora_reference.cpp)

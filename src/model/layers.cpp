@@ -23,7 +23,17 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool has_bias)
   weight.uniform_(-bound, bound);
 }
 
-torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return torch::linear(x, weight, bias); }
+torch::Tensor LoraPair::delta(const torch::Tensor& x) const {
+  return torch::linear(torch::linear(x, A), B) * scale;
+}
+
+torch::Tensor LoraPair::delta_weight() const { return torch::mm(B, A) * scale; }
+
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
+  torch::Tensor out = torch::linear(x, weight, bias);
+  if (!lora.attached()) return out;
+  return out + lora.delta(x);
+}
 
 Conv1DImpl::Conv1DImpl(int64_t in_features, int64_t out_features) {
   weight = register_parameter("weight", torch::empty({in_features, out_features}));
@@ -36,7 +46,9 @@ Conv1DImpl::Conv1DImpl(int64_t in_features, int64_t out_features) {
 torch::Tensor Conv1DImpl::forward(const torch::Tensor& x) {
   auto sizes = x.sizes().vec();
   sizes.back() = weight.size(1);
-  return torch::addmm(bias, x.reshape({-1, x.size(-1)}), weight).view(sizes);
+  torch::Tensor out = torch::addmm(bias, x.reshape({-1, x.size(-1)}), weight).view(sizes);
+  if (!lora.attached()) return out;
+  return out + lora.delta(x);
 }
 
 RMSNormImpl::RMSNormImpl(int64_t dim, double eps_in) : eps(eps_in) {

@@ -97,8 +97,9 @@ torch::Tensor LlamaForCausalLM::forward(const torch::Tensor& tokens, KVCache* ca
   }
   if (cache != nullptr) cache->length = past + T;
   h = model->norm(h);
-  const torch::Tensor& head = lm_head ? lm_head->weight : model->embed_tokens->weight;
-  return torch::linear(h, head);  // (B, T, V)
+  // An untied head goes through its layer so that a LoRA pair on lm_head acts.
+  if (lm_head) return lm_head(h);                          // (B, T, V)
+  return torch::linear(h, model->embed_tokens->weight);  // (B, T, V)
 }
 
 }  // namespace sg::model

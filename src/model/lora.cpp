@@ -1,0 +1,340 @@
+#include "model/lora.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "io/hf_checkpoint.h"
+#include "io/safetensors.h"
+#include "model/layers.h"
+#include "util/error.h"
+#include "util/file.h"
+
+namespace sg::model {
+
+namespace {
+
+const std::string kKeyPrefix = "base_model.model.";
+const char kConfigFile[] = "adapter_config.json";
+const char kWeightsFile[] = "adapter_model.safetensors";
+
+// A Linear or Conv1D of the model, seen uniformly: `weight` is the layer's own tensor (shared),
+// in/out are the feature counts whatever the storage layout.
+struct Projection {
+  std::string name;  // HF module name, e.g. model.layers.0.self_attn.q_proj
+  LoraPair* lora = nullptr;
+  torch::Tensor weight;
+  bool transposed = false;  // Conv1D: weight is (in, out)
+  int64_t in = 0, out = 0;
+};
+
+// Every projection of the model, in registration order (q, k, v, o, gate, up, down, ... per layer).
+std::vector<Projection> projections(const CausalLM& model) {
+  std::vector<Projection> found;
+  for (const auto& item : model.named_modules()) {
+    Projection p;
+    p.name = item.key();
+    if (auto* linear = dynamic_cast<LinearImpl*>(item.value().get())) {
+      p.lora = &linear->lora;
+      p.weight = linear->weight;
+      p.in = p.weight.size(1);
+      p.out = p.weight.size(0);
+    } else if (auto* conv = dynamic_cast<Conv1DImpl*>(item.value().get())) {
+      p.lora = &conv->lora;
+      p.weight = conv->weight;
+      p.transposed = true;
+      p.in = p.weight.size(0);
+      p.out = p.weight.size(1);
+    } else {
+      continue;
+    }
+    found.push_back(std::move(p));
+  }
+  return found;
+}
+
+std::string last_segment(const std::string& name) {
+  size_t dot = name.rfind('.');
+  return dot == std::string::npos ? name : name.substr(dot + 1);
+}
+
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() &&
+         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+bool matches_target(const std::string& module, const std::string& target) {
+  return module == target || ends_with(module, "." + target);
+}
+
+// "q_proj, k_proj, ..." in the order the model first uses them.
+std::string available_suffixes(const std::vector<Projection>& all) {
+  std::vector<std::string> names;
+  for (const auto& p : all) {
+    std::string s = last_segment(p.name);
+    if (std::find(names.begin(), names.end(), s) == names.end()) names.push_back(s);
+  }
+  std::string text;
+  for (const auto& s : names) text += (text.empty() ? "" : ", ") + s;
+  return text;
+}
+
+// A number written as an integer when it is one (PEFT writes r and lora_alpha as ints).
+nlohmann::json json_number(double value) {
+  if (std::floor(value) == value && std::abs(value) < 9e15) return static_cast<int64_t>(value);
+  return value;
+}
+
+// Splits a PEFT key into (module, 'A' or 'B'); "" module when the key is not a LoRA weight.
+std::pair<std::string, char> parse_key(const std::string& key) {
+  if (key.compare(0, kKeyPrefix.size(), kKeyPrefix) != 0) return {"", 0};
+  const std::string rest = key.substr(kKeyPrefix.size());
+  for (char which : {'A', 'B'}) {
+    for (std::string suffix : {".lora_X.weight", ".lora_X.default.weight"}) {
+      suffix[6] = which;
+      if (rest.size() > suffix.size() && ends_with(rest, suffix)) {
+        return {rest.substr(0, rest.size() - suffix.size()), which};
+      }
+    }
+  }
+  return {"", 0};
+}
+
+}  // namespace
+
+double lora_scale(const LoraOptions& options) {
+  const double rank = static_cast<double>(options.rank);
+  return options.alpha / (options.rslora ? std::sqrt(rank) : rank);
+}
+
+std::vector<std::string> attach_lora(CausalLM& model, const LoraOptions& options) {
+  SG_CHECK(options.rank >= 1, "LoRA rank " << options.rank << " is not positive; hint: use a rank such as 8");
+  SG_CHECK(!options.targets.empty(), "no LoRA targets given; hint: name projections such as q_proj, v_proj");
+  std::vector<Projection> all = projections(model);
+  std::sort(all.begin(), all.end(), [](const Projection& a, const Projection& b) { return a.name < b.name; });
+  std::vector<Projection*> chosen;
+  for (const auto& target : options.targets) {
+    bool any = false;
+    for (auto& p : all) {
+      if (!matches_target(p.name, target)) continue;
+      any = true;
+      SG_CHECK(!p.lora->attached(), "LoRA pair already attached to " << p.name
+                                        << "; hint: detach_lora or merge_lora first");
+      if (std::find(chosen.begin(), chosen.end(), &p) == chosen.end()) chosen.push_back(&p);
+    }
+    SG_CHECK(any, "LoRA target '" << target << "' matches no module; hint: projection names are "
+                                  << available_suffixes(projections(model)));
+  }
+  std::sort(chosen.begin(), chosen.end(), [](const Projection* a, const Projection* b) { return a->name < b->name; });
+
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(options.seed);
+  const double scale = lora_scale(options);
+  std::vector<std::string> names;
+  torch::NoGradGuard no_grad;
+  for (Projection* p : chosen) {
+    // kaiming_uniform_(a=sqrt(5)) on (r, in): gain sqrt(2 / 6), bound sqrt(3) * gain / sqrt(in).
+    const double bound = 1.0 / std::sqrt(static_cast<double>(p->in));
+    torch::Tensor a = torch::empty({options.rank, p->in}, torch::kFloat).uniform_(-bound, bound, generator);
+    p->lora->A = a.to(p->weight.options()).requires_grad_(true);
+    p->lora->B = torch::zeros({p->out, options.rank}, p->weight.options()).requires_grad_(true);
+    p->lora->scale = scale;
+    names.push_back(p->name);
+  }
+  return names;
+}
+
+io::StateDict lora_state_dict(const CausalLM& model) {
+  std::vector<Projection> all = projections(model);
+  io::StateDict pairs;
+  std::vector<std::pair<std::string, torch::Tensor>> items;
+  for (const auto& p : all) {
+    if (!p.lora->attached()) continue;
+    items.emplace_back(kKeyPrefix + p.name + ".lora_A.weight", p.lora->A);
+    items.emplace_back(kKeyPrefix + p.name + ".lora_B.weight", p.lora->B);
+  }
+  std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& item : items) pairs.insert(item.first, item.second);
+  return pairs;
+}
+
+bool has_lora(const CausalLM& model) {
+  for (const auto& p : projections(model)) {
+    if (p.lora->attached()) return true;
+  }
+  return false;
+}
+
+void save_lora_adapter(const std::string& dir, const CausalLM& model, const LoraOptions& options,
+                       const std::string& base_model_name_or_path) {
+  const double scale = lora_scale(options);
+  std::set<std::string> suffixes;
+  bool fan_in_fan_out = false;
+  io::StateDict tensors;
+  std::vector<Projection> all = projections(model);
+  for (const auto& p : all) {
+    if (!p.lora->attached()) continue;
+    SG_CHECK(p.lora->A.size(0) == options.rank,
+             "save_lora_adapter: " << p.name << " has a rank-" << p.lora->A.size(0) << " pair but the options say r="
+                                   << options.rank << "; hint: pass the options the pairs were made with");
+    SG_CHECK(std::abs(p.lora->scale - scale) <= 1e-12 * std::abs(scale),
+             "save_lora_adapter: " << p.name << " has scale " << p.lora->scale << " but alpha/r of the options gives "
+                                   << scale << "; hint: pass the options the pairs were made with");
+    suffixes.insert(last_segment(p.name));
+    fan_in_fan_out = fan_in_fan_out || p.transposed;
+  }
+  SG_CHECK(!suffixes.empty(), "save_lora_adapter: the model has no LoRA pairs; hint: attach_lora or load_lora_adapter first");
+  for (const auto& item : lora_state_dict(model)) tensors.insert(item.key(), item.value().detach());
+
+  std::vector<std::string> targets = options.targets;
+  if (targets.empty()) targets.assign(suffixes.begin(), suffixes.end());
+  nlohmann::json config = {
+      {"peft_type", "LORA"},
+      {"task_type", "CAUSAL_LM"},
+      {"r", options.rank},
+      {"lora_alpha", json_number(options.alpha)},
+      {"target_modules", targets},
+      {"lora_dropout", options.dropout},
+      {"use_rslora", options.rslora},
+      {"bias", "none"},
+      {"fan_in_fan_out", fan_in_fan_out},
+      {"base_model_name_or_path", base_model_name_or_path},
+      {"inference_mode", true},
+      {"init_lora_weights", true},
+      {"modules_to_save", nullptr},
+      {"layers_to_transform", nullptr},
+      {"layers_pattern", nullptr},
+      {"rank_pattern", nlohmann::json::object()},
+      {"alpha_pattern", nlohmann::json::object()},
+      {"revision", nullptr},
+      {"use_dora", false},
+  };
+  util::make_directories(dir);
+  io::save_safetensors(util::join_path(dir, kWeightsFile), tensors, {{"format", "pt"}});
+  io::write_json_file(util::join_path(dir, kConfigFile), config);
+}
+
+LoraOptions load_lora_adapter(CausalLM& model, const std::string& dir) {
+  const std::string config_path = util::join_path(dir, kConfigFile);
+  const std::string weights_path = util::join_path(dir, kWeightsFile);
+  const char* layout_hint = "hint: a PEFT adapter directory holds adapter_config.json and adapter_model.safetensors";
+  SG_CHECK(util::is_directory(dir), dir << ": adapter directory not found; " << layout_hint);
+  SG_CHECK(util::file_exists(config_path), config_path << ": missing; " << layout_hint);
+  SG_CHECK(util::file_exists(weights_path) || !util::file_exists(util::join_path(dir, "adapter_model.bin")),
+           weights_path << ": missing (only adapter_model.bin, a PyTorch pickle, is there); hint: re-save the adapter "
+                        << "with safe_serialization=True");
+  SG_CHECK(util::file_exists(weights_path), weights_path << ": missing; " << layout_hint);
+
+  const nlohmann::json config = io::read_json_file(config_path);
+  SG_CHECK(config.is_object(), config_path << ": not a JSON object; " << layout_hint);
+  const std::string peft_type = config.value("peft_type", std::string("LORA"));
+  SG_CHECK(peft_type == "LORA", config_path << ": peft_type is \"" << peft_type
+                                            << "\"; hint: only LoRA adapters are supported");
+  SG_CHECK(config.contains("r") && config["r"].is_number_integer(),
+           config_path << ": \"r\" (the LoRA rank, an integer) is missing; hint: is this a PEFT LoraConfig?");
+  SG_CHECK(config.contains("lora_alpha") && config["lora_alpha"].is_number(),
+           config_path << ": \"lora_alpha\" (a number) is missing; hint: is this a PEFT LoraConfig?");
+  for (const char* key : {"rank_pattern", "alpha_pattern"}) {
+    SG_CHECK(!config.contains(key) || config[key].is_null() || config[key].empty(),
+             config_path << ": \"" << key << "\" is set; hint: per-module ranks/alphas are not supported");
+  }
+  SG_CHECK(!config.value("use_dora", false), config_path << ": use_dora is true; hint: DoRA adapters are not supported");
+
+  LoraOptions options;
+  options.rank = config["r"].get<int64_t>();
+  options.alpha = config["lora_alpha"].get<double>();
+  options.rslora = config.contains("use_rslora") && config["use_rslora"].is_boolean() && config["use_rslora"].get<bool>();
+  if (config.contains("lora_dropout") && config["lora_dropout"].is_number()) {
+    options.dropout = config["lora_dropout"].get<double>();
+  }
+  if (config.contains("target_modules")) {
+    const auto& targets = config["target_modules"];
+    if (targets.is_string()) options.targets.push_back(targets.get<std::string>());
+    if (targets.is_array()) {
+      for (const auto& t : targets) {
+        if (t.is_string()) options.targets.push_back(t.get<std::string>());
+      }
+    }
+  }
+  SG_CHECK(options.rank >= 1, config_path << ": r = " << options.rank << " is not positive; hint: the file is damaged");
+
+  // Pair up the keys, then check every pair against its module before attaching anything.
+  std::vector<Projection> all = projections(model);
+  std::map<std::string, Projection*> by_name;
+  for (auto& p : all) by_name[p.name] = &p;
+  struct Loaded {
+    Projection* projection = nullptr;
+    torch::Tensor A, B;
+    std::string key_A, key_B;
+  };
+  std::map<std::string, Loaded> loaded;
+  const io::StateDict weights = io::load_safetensors(weights_path);
+  for (const auto& item : weights) {
+    const std::string& key = item.key();
+    auto [module, which] = parse_key(key);
+    SG_CHECK(!module.empty(), weights_path << ": key \"" << key << "\" is not a LoRA weight "
+                                           << "(base_model.model.<module>.lora_A.weight / .lora_B.weight); hint: "
+                                           << "bias, DoRA, embedding and modules_to_save tensors are not supported");
+    auto found = by_name.find(module);
+    SG_CHECK(found != by_name.end(), weights_path << ": key \"" << key << "\" names no projection \"" << module
+                                                  << "\" of this " << model.config().model_type
+                                                  << " model; hint: maybe the adapter was made for another base model?");
+    Loaded& entry = loaded[module];
+    entry.projection = found->second;
+    (which == 'A' ? entry.A : entry.B) = item.value();
+    (which == 'A' ? entry.key_A : entry.key_B) = key;
+  }
+  SG_CHECK(!loaded.empty(), weights_path << ": holds no LoRA weights; hint: is this a PEFT LoRA adapter?");
+  for (const auto& [module, entry] : loaded) {
+    const Projection& p = *entry.projection;
+    SG_CHECK(entry.A.defined() && entry.B.defined(),
+             weights_path << ": \"" << (entry.A.defined() ? entry.key_A : entry.key_B) << "\" has no matching lora_"
+                          << (entry.A.defined() ? 'B' : 'A') << "; hint: the file is incomplete");
+    for (const auto* t : {&entry.A, &entry.B}) {
+      SG_CHECK(at::isFloatingType(t->scalar_type()),
+               weights_path << ": \"" << (t == &entry.A ? entry.key_A : entry.key_B) << "\" has non-float dtype "
+                            << t->scalar_type() << "; hint: quantized adapters are not supported");
+    }
+    const std::vector<int64_t> want_A = {options.rank, p.in}, want_B = {p.out, options.rank};
+    SG_CHECK(entry.A.sizes() == at::IntArrayRef(want_A),
+             weights_path << ": \"" << entry.key_A << "\" has shape " << entry.A.sizes() << " but " << module
+                          << " with r=" << options.rank << " needs " << at::IntArrayRef(want_A)
+                          << "; hint: maybe the adapter was made for another base model?");
+    SG_CHECK(entry.B.sizes() == at::IntArrayRef(want_B),
+             weights_path << ": \"" << entry.key_B << "\" has shape " << entry.B.sizes() << " but " << module
+                          << " with r=" << options.rank << " needs " << at::IntArrayRef(want_B)
+                          << "; hint: maybe the adapter was made for another base model?");
+    SG_CHECK(!p.lora->attached(),
+             dir << ": " << module << " already has a LoRA pair; hint: detach_lora or merge_lora first");
+  }
+
+  const double scale = lora_scale(options);
+  torch::NoGradGuard no_grad;
+  for (const auto& [module, entry] : loaded) {
+    Projection& p = *entry.projection;
+    const auto options_of = p.weight.options();
+    p.lora->A = entry.A.to(options_of, /*non_blocking=*/false, /*copy=*/true).requires_grad_(true);
+    p.lora->B = entry.B.to(options_of, /*non_blocking=*/false, /*copy=*/true).requires_grad_(true);
+    p.lora->scale = scale;
+  }
+  return options;
+}
+
+void merge_lora(CausalLM& model) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : projections(model)) {
+    if (!p.lora->attached()) continue;
+    torch::Tensor delta = p.lora->delta_weight();  // (out, in)
+    p.weight.add_(p.transposed ? delta.t() : delta);
+    *p.lora = LoraPair();
+  }
+}
+
+void detach_lora(CausalLM& model) {
+  for (auto& p : projections(model)) *p.lora = LoraPair();
+}
+
+}  // namespace sg::model
