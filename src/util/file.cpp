@@ -24,14 +24,14 @@ std::string parent_directory(const std::string& path) {
   return parent.empty() ? "." : parent.string();
 }
 
+}  // namespace
+
 void fsync_directory(const std::string& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
   if (fd < 0) return;  // best effort: some file systems do not allow opening directories
   ::fsync(fd);
   ::close(fd);
 }
-
-}  // namespace
 
 std::string read_file(const std::string& path) {
   SG_CHECK(!is_directory(path), path << ": is a directory, expected a file");

@@ -17,6 +17,8 @@ bool is_directory(const std::string& path);
 // Creates the directory and its parents if missing; throws if that fails.
 void make_directories(const std::string& path);
 std::string join_path(const std::string& dir, const std::string& name);
+// fsync of a directory (after a rename into it); best effort where the file system refuses.
+void fsync_directory(const std::string& dir);
 
 // Writes a file atomically: bytes go to "<path>.tmp.<pid>", are fsynced, then renamed over
 // <path> and the directory is fsynced. If commit() is never called (an exception, a crash), the
