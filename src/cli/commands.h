@@ -11,9 +11,11 @@
 namespace sg::cli {
 
 int run_convert(const std::vector<std::string>& args);
+int run_demo(const std::vector<std::string>& args);
 int run_eval(const std::vector<std::string>& args);
 int run_finetune(const std::vector<std::string>& args);
 int run_generate(const std::vector<std::string>& args);
+int run_pretrain(const std::vector<std::string>& args);
 int run_inspect(const std::vector<std::string>& args);
 int run_tasks(const std::vector<std::string>& args);
 

@@ -21,10 +21,12 @@ struct Verb {
 
 const Verb kVerbs[] = {
     {"convert", sg::cli::run_convert, "convert a llama2.c checkpoint into an HF model directory"},
+    {"demo", sg::cli::run_demo, "the whole path on the embedded base: tasks, specialists, evaluation matrix"},
     {"eval", sg::cli::run_eval, "score a model (and adapter) on a task: exact match or choice accuracy, loss, ECE"},
     {"finetune", sg::cli::run_finetune, "teach a base model a task: full, LoRA (PEFT adapter) or selected parameters"},
     {"generate", sg::cli::run_generate, "generate text from a model directory"},
     {"inspect", sg::cli::run_inspect, "list the tensors and metadata of a safetensors file or model"},
+    {"pretrain", sg::cli::run_pretrain, "train a base model of your own from text files"},
     {"tasks", sg::cli::run_tasks, "list the built-in tasks, or write one as a task directory"},
 };
 
