@@ -1,6 +1,9 @@
 #include "test_env.h"
 
+#include <gtest/gtest.h>
 #include <sys/wait.h>
+
+#include <algorithm>
 
 #include <cstdio>
 #include <cstdlib>
@@ -66,6 +69,38 @@ std::string shell_quote(const std::string& text) {
     else out += c;
   }
   return out + "'";
+}
+
+}  // namespace sg::test
+
+namespace sg::test {
+
+std::string sg_command(const std::string& args) { return shell_quote(binary()) + " " + args; }
+
+std::string data_model(const std::string& name) { return source_dir() + "/data/models/" + name; }
+
+void expect_one_line_error(const std::string& args, const std::vector<std::string>& needles, bool require_hint) {
+  CommandResult result = run_command(sg_command(args));
+  EXPECT_NE(result.exit_code, 0) << args;
+  std::string out = result.output;
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 0) << "expected one line, got:\n" << result.output;
+  if (require_hint) EXPECT_NE(out.find("hint"), std::string::npos) << "no hint in: " << out;
+  for (const std::string& needle : needles) {
+    EXPECT_NE(out.find(needle), std::string::npos) << "missing \"" << needle << "\" in: " << out;
+  }
+}
+
+std::string converted_stories260k() {
+  static std::string dir;
+  if (dir.empty()) {
+    dir = temp_dir("sg-stories") + "/stories";
+    CommandResult r = run_command(sg_command("convert --quiet --from llama2c " + shell_quote(data_model("stories260K.bin")) +
+                                             " --tokenizer " + shell_quote(data_model("tok512.bin")) +
+                                             " --out " + shell_quote(dir)));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+  }
+  return dir;
 }
 
 }  // namespace sg::test

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace sg::test {
 
@@ -20,5 +21,20 @@ struct CommandResult {
 CommandResult run_command(const std::string& command_line);
 // Quotes a string for /bin/sh.
 std::string shell_quote(const std::string& text);
+
+}  // namespace sg::test
+
+namespace sg::test {
+
+// The skillgraft executable followed by `args`, as a shell command line.
+std::string sg_command(const std::string& args);
+// A file of the repository's data/models/.
+std::string data_model(const std::string& name);
+// Runs `skillgraft args`, which must fail (non-zero exit) with exactly one line of output that
+// contains every needle (and "hint" when require_hint).
+void expect_one_line_error(const std::string& args, const std::vector<std::string>& needles,
+                           bool require_hint = false);
+// stories260K converted into an HF model directory, once per test process.
+std::string converted_stories260k();
 
 }  // namespace sg::test

@@ -14,32 +14,10 @@ namespace {
 
 using sg::test::run_command;
 using sg::test::shell_quote;
+using sg::test::expect_one_line_error;
 
-std::string sg_cmd(const std::string& args) { return shell_quote(sg::test::binary()) + " " + args; }
-std::string data_model(const std::string& name) { return sg::test::source_dir() + "/data/models/" + name; }
 
-// Runs a command that must fail with exactly one line that contains every needle.
-void expect_one_line_error(const std::string& args, const std::vector<std::string>& needles) {
-  auto result = run_command(sg_cmd(args));
-  EXPECT_NE(result.exit_code, 0) << args;
-  std::string out = result.output;
-  while (!out.empty() && out.back() == '\n') out.pop_back();
-  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 0) << "expected one line, got:\n" << result.output;
-  for (const auto& needle : needles) {
-    EXPECT_NE(out.find(needle), std::string::npos) << "missing \"" << needle << "\" in: " << out;
-  }
-}
 
-std::string converted_stories() {
-  static std::string dir;
-  if (dir.empty()) {
-    dir = sg::test::temp_dir("sg-cli") + "/stories";
-    auto r = run_command(sg_cmd("convert --quiet --from llama2c " + shell_quote(data_model("stories260K.bin")) +
-                                " --tokenizer " + shell_quote(data_model("tok512.bin")) + " --out " + shell_quote(dir)));
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-  }
-  return dir;
-}
 
 // A tiny random Llama with a context of `context` positions, saved with `tokenizer`.
 std::string tiny_model_dir(int64_t vocab, int64_t context, const sg::io::Tokenizer& tokenizer) {
@@ -54,12 +32,12 @@ std::string tiny_model_dir(int64_t vocab, int64_t context, const sg::io::Tokeniz
 
 TEST(Cli, EveryVerbHasHelp) {
   for (const std::string verb : {"convert", "generate", "inspect", "tasks list", "tasks make"}) {
-    auto r = run_command(sg_cmd(verb + " --help"));
+    auto r = run_command(sg::test::sg_command(verb + " --help"));
     EXPECT_EQ(r.exit_code, 0) << verb;
     EXPECT_NE(r.output.find("usage: skillgraft " + verb), std::string::npos) << r.output;
     EXPECT_NE(r.output.find("--threads"), std::string::npos) << r.output;
   }
-  auto r = run_command(sg_cmd("--help"));
+  auto r = run_command(sg::test::sg_command("--help"));
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_NE(r.output.find("generate"), std::string::npos);
 }
@@ -72,8 +50,8 @@ TEST(Cli, UnknownVerbAndFlag) {
 }
 
 TEST(Cli, ConvertThenGenerateGreedy) {
-  std::string dir = converted_stories();
-  auto r = run_command(sg_cmd("generate --quiet --model " + shell_quote(dir) +
+  std::string dir = sg::test::converted_stories260k();
+  auto r = run_command(sg::test::sg_command("generate --quiet --model " + shell_quote(dir) +
                               " --prompt 'Once upon a time' --temperature 0 --max-tokens 30"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output.rfind("Once upon a time", 0), 0u) << r.output;
@@ -82,7 +60,7 @@ TEST(Cli, ConvertThenGenerateGreedy) {
 
 TEST(Cli, MissingFile) {
   std::string out = sg::test::temp_dir("sg-cli") + "/o";
-  expect_one_line_error("convert --from llama2c /no/such/model.bin --tokenizer " + shell_quote(data_model("tok512.bin")) +
+  expect_one_line_error("convert --from llama2c /no/such/model.bin --tokenizer " + shell_quote(sg::test::data_model("tok512.bin")) +
                             " --out " + out,
                         {"/no/such/model.bin", "cannot open"});
   expect_one_line_error("generate --model /no/such/dir --prompt hi", {"/no/such/dir", "no such checkpoint directory"});
@@ -90,16 +68,16 @@ TEST(Cli, MissingFile) {
 
 TEST(Cli, TruncatedLlama2cCheckpoint) {
   std::string dir = sg::test::temp_dir("sg-cli");
-  std::string whole = sg::util::read_file(data_model("stories260K.bin"));
+  std::string whole = sg::util::read_file(sg::test::data_model("stories260K.bin"));
   sg::util::write_file_atomic(dir + "/cut.bin", whole.substr(0, whole.size() / 2));
-  expect_one_line_error("convert --from llama2c " + dir + "/cut.bin --tokenizer " + shell_quote(data_model("tok512.bin")) +
+  expect_one_line_error("convert --from llama2c " + dir + "/cut.bin --tokenizer " + shell_quote(sg::test::data_model("tok512.bin")) +
                             " --out " + dir + "/o",
                         {dir + "/cut.bin", "truncated"});
   EXPECT_FALSE(sg::util::file_exists(dir + "/o/model.safetensors"));  // nothing half-written
 }
 
 TEST(Cli, TruncatedSafetensorsInModelDir) {
-  std::string src = converted_stories();
+  std::string src = sg::test::converted_stories260k();
   std::string dir = sg::test::temp_dir("sg-cli");
   std::string weights = sg::util::read_file(src + "/model.safetensors");
   sg::util::write_file_atomic(dir + "/model.safetensors", weights.substr(0, weights.size() - 100));
@@ -108,7 +86,7 @@ TEST(Cli, TruncatedSafetensorsInModelDir) {
 }
 
 TEST(Cli, UnknownArchitecture) {
-  std::string src = converted_stories();
+  std::string src = sg::test::converted_stories260k();
   std::string dir = sg::test::temp_dir("sg-cli");
   sg::util::write_file_atomic(dir + "/model.safetensors", sg::util::read_file(src + "/model.safetensors"));
   sg::util::write_file_atomic(dir + "/config.json", R"({"model_type": "bert", "vocab_size": 512})");
@@ -130,14 +108,14 @@ TEST(Cli, PromptLongerThanContext) {
 }
 
 TEST(Cli, InspectAndJsonOutput) {
-  std::string dir = converted_stories();
+  std::string dir = sg::test::converted_stories260k();
   std::string json_path = sg::test::temp_dir("sg-cli") + "/inspect.json";
-  auto r = run_command(sg_cmd("inspect --quiet " + shell_quote(dir) + " --json " + json_path));
+  auto r = run_command(sg::test::sg_command("inspect --quiet " + shell_quote(dir) + " --json " + json_path));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("model.layers.4.mlp.down_proj.weight"), std::string::npos);
   auto json = nlohmann::json::parse(sg::util::read_file(json_path));
   EXPECT_EQ(json["parameters"].get<int64_t>(), 260032);  // the llama2.c header's dims: 64*512 + 5*(...) + 64
-  auto file = run_command(sg_cmd("inspect " + shell_quote(dir + "/model.safetensors")));
+  auto file = run_command(sg::test::sg_command("inspect " + shell_quote(dir + "/model.safetensors")));
   EXPECT_EQ(file.exit_code, 0);
   EXPECT_NE(file.output.find("metadata format = pt"), std::string::npos) << file.output;
 }

@@ -14,31 +14,10 @@ namespace {
 
 using sg::test::run_command;
 using sg::test::shell_quote;
+using sg::test::expect_one_line_error;
 
-std::string sg_cmd(const std::string& args) { return shell_quote(sg::test::binary()) + " " + args; }
-std::string data_model(const std::string& name) { return sg::test::source_dir() + "/data/models/" + name; }
 
-void expect_one_line_error(const std::string& args, const std::vector<std::string>& needles) {
-  auto result = run_command(sg_cmd(args));
-  EXPECT_NE(result.exit_code, 0) << args;
-  std::string out = result.output;
-  while (!out.empty() && out.back() == '\n') out.pop_back();
-  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 0) << "expected one line, got:\n" << result.output;
-  for (const auto& needle : needles) {
-    EXPECT_NE(out.find(needle), std::string::npos) << "missing \"" << needle << "\" in: " << out;
-  }
-}
 
-std::string converted_stories() {
-  static std::string dir;
-  if (dir.empty()) {
-    dir = sg::test::temp_dir("sg-eval-cli") + "/stories";
-    auto r = run_command(sg_cmd("convert --quiet --from llama2c " + shell_quote(data_model("stories260K.bin")) +
-                                " --tokenizer " + shell_quote(data_model("tok512.bin")) + " --out " + shell_quote(dir)));
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-  }
-  return dir;
-}
 
 nlohmann::json read_json(const std::string& path) {
   std::ifstream in(path);
@@ -46,19 +25,19 @@ nlohmann::json read_json(const std::string& path) {
 }
 
 TEST(EvalCli, Help) {
-  auto r = run_command(sg_cmd("eval --help"));
+  auto r = run_command(sg::test::sg_command("eval --help"));
   EXPECT_EQ(r.exit_code, 0);
   for (const char* needle : {"usage: skillgraft eval", "--model", "--adapter", "--task", "--split", "--max-examples",
                              "--batch-size", "--seed", "--show", "--threads", "--json"}) {
     EXPECT_NE(r.output.find(needle), std::string::npos) << needle << " in:\n" << r.output;
   }
-  EXPECT_NE(run_command(sg_cmd("--help")).output.find("eval"), std::string::npos);
+  EXPECT_NE(run_command(sg::test::sg_command("--help")).output.find("eval"), std::string::npos);
 }
 
 TEST(EvalCli, GenerationTaskSummaryAndJson) {
-  const std::string dir = converted_stories();
+  const std::string dir = sg::test::converted_stories260k();
   const std::string json = sg::test::temp_dir("sg-eval-cli") + "/add.json";
-  auto r = run_command(sg_cmd("eval --quiet --model " + shell_quote(dir) + " --task add --n 40 --show 2 --json " +
+  auto r = run_command(sg::test::sg_command("eval --quiet --model " + shell_quote(dir) + " --task add --n 40 --show 2 --json " +
                               shell_quote(json)));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("task=add split=test metric=exact_match score="), std::string::npos) << r.output;
@@ -83,9 +62,9 @@ TEST(EvalCli, GenerationTaskSummaryAndJson) {
 }
 
 TEST(EvalCli, ChoiceTaskHasEce) {
-  const std::string dir = converted_stories();
+  const std::string dir = sg::test::converted_stories260k();
   const std::string json = sg::test::temp_dir("sg-eval-cli") + "/sentiment.json";
-  auto r = run_command(sg_cmd("eval --quiet --model " + shell_quote(dir) +
+  auto r = run_command(sg::test::sg_command("eval --quiet --model " + shell_quote(dir) +
                               " --task sentiment --n 40 --split validation --max-examples 7 --json " + shell_quote(json)));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("task=sentiment split=validation metric=choice_accuracy"), std::string::npos) << r.output;
@@ -97,7 +76,7 @@ TEST(EvalCli, ChoiceTaskHasEce) {
 }
 
 TEST(EvalCli, BadInputsAreOneClearLine) {
-  const std::string dir = converted_stories();
+  const std::string dir = sg::test::converted_stories260k();
   expect_one_line_error("eval --model " + shell_quote(dir) + " --task nosuchtask", {"nosuchtask"});
   expect_one_line_error("eval --task add", {"missing --model"});
   expect_one_line_error("eval --model " + shell_quote(dir) + " --task add --split dev", {"dev"});

@@ -30,8 +30,10 @@ namespace {
 using sg::test::run_command;
 using sg::test::shell_quote;
 
-std::string sg_cmd(const std::string& args) { return shell_quote(sg::test::binary()) + " " + args; }
-std::string data_model(const std::string& name) { return sg::test::source_dir() + "/data/models/" + name; }
+// Every finetune error names what was wrong and carries a hint.
+void expect_error_with_hint(const std::string& args, const std::vector<std::string>& needles) {
+  sg::test::expect_one_line_error(args, needles, /*require_hint=*/true);
+}
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -47,32 +49,10 @@ nlohmann::json read_json(const std::string& path) {
 
 bool exists(const std::string& path) { return std::filesystem::exists(path); }
 
-void expect_one_line_error(const std::string& args, const std::vector<std::string>& needles) {
-  auto result = run_command(sg_cmd(args));
-  EXPECT_NE(result.exit_code, 0) << args;
-  std::string out = result.output;
-  while (!out.empty() && out.back() == '\n') out.pop_back();
-  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 0) << "expected one line, got:\n" << result.output;
-  EXPECT_NE(out.find("hint"), std::string::npos) << "no hint in: " << out;
-  for (const auto& needle : needles) {
-    EXPECT_NE(out.find(needle), std::string::npos) << "missing \"" << needle << "\" in: " << out;
-  }
-}
 
-// stories260K converted once per test process.
-std::string base_dir() {
-  static std::string dir;
-  if (dir.empty()) {
-    dir = sg::test::temp_dir("sg-finetune-cli") + "/stories";
-    auto r = run_command(sg_cmd("convert --quiet --from llama2c " + shell_quote(data_model("stories260K.bin")) +
-                                " --tokenizer " + shell_quote(data_model("tok512.bin")) + " --out " + shell_quote(dir)));
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-  }
-  return dir;
-}
 
 std::string finetune_args(const std::string& out, const std::string& rest) {
-  return "finetune --quiet --threads 1 --base " + shell_quote(base_dir()) + " --out " + shell_quote(out) + " " + rest;
+  return "finetune --quiet --threads 1 --base " + shell_quote(sg::test::converted_stories260k()) + " --out " + shell_quote(out) + " " + rest;
 }
 
 // Splits a command line of plain words (no quoting needed: temp paths have no spaces).
@@ -140,7 +120,7 @@ bool same_bytes(const torch::Tensor& a, const torch::Tensor& b) {
 }
 
 TEST(FinetuneCli, Help) {
-  auto r = run_command(sg_cmd("finetune --help"));
+  auto r = run_command(sg::test::sg_command("finetune --help"));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   for (const char* needle : {"usage: skillgraft finetune", "--mode", "--resume", "--base", "--task", "--out",
                              "--rank", "--targets", "--params", "--checkpoint-every", "--threads"}) {
@@ -155,19 +135,19 @@ TEST(FinetuneCli, ResumeAfterSigkillGivesIdenticalWeights) {
       "--mode full --task opposite --steps 300 --eval-every 0 --checkpoint-every 20 --target-score 2";
   const std::string out_a = root + "/a", out_b = root + "/b";
 
-  auto a = run_command(sg_cmd(finetune_args(out_a, common + " --json " + root + "/a.json")));
+  auto a = run_command(sg::test::sg_command(finetune_args(out_a, common + " --json " + root + "/a.json")));
   ASSERT_EQ(a.exit_code, 0) << a.output;
   EXPECT_FALSE(read_json(root + "/a.json")["resumed"].get<bool>());
 
   // Not --quiet: the resumed run's log line is checked below.
-  const std::string b_args = "finetune --threads 1 --base " + base_dir() + " --out " + out_b + " " + common;
+  const std::string b_args = "finetune --threads 1 --base " + sg::test::converted_stories260k() + " --out " + out_b + " " + common;
   ASSERT_TRUE(run_and_kill_at_checkpoint(out_b, b_args, 40, root + "/b-first.log"));
   EXPECT_FALSE(exists(out_b + "/training.json")) << "the killed run must not have finished";
   EXPECT_FALSE(exists(out_b + "/model.safetensors")) << "no evaluation before the end: no best model yet";
   const int64_t killed_at = read_json(out_b + "/checkpoint/trainer_state.json")["step"].get<int64_t>();
   EXPECT_LT(killed_at, 300);
 
-  auto b = run_command(sg_cmd(b_args + " --resume --json " + root + "/b.json"));
+  auto b = run_command(sg::test::sg_command(b_args + " --resume --json " + root + "/b.json"));
   ASSERT_EQ(b.exit_code, 0) << b.output;
   EXPECT_NE(b.output.find("resuming from step " + std::to_string(killed_at)), std::string::npos) << b.output;
   const nlohmann::json b_json = read_json(root + "/b.json");
@@ -180,19 +160,19 @@ TEST(FinetuneCli, ResumeAfterSigkillGivesIdenticalWeights) {
   const std::string weights_b = read_file(out_b + "/model.safetensors");
   ASSERT_FALSE(weights_a.empty());
   EXPECT_TRUE(weights_a == weights_b) << "resumed weights differ from the uninterrupted run's";
-  EXPECT_FALSE(weights_a == read_file(base_dir() + "/model.safetensors")) << "training changed nothing";
+  EXPECT_FALSE(weights_a == read_file(sg::test::converted_stories260k() + "/model.safetensors")) << "training changed nothing";
   EXPECT_EQ(read_json(root + "/a.json")["best_score"], b_json["best_score"]);
 }
 
 TEST(FinetuneCli, ResumeWithAnotherConfigIsAnError) {
   const std::string root = sg::test::temp_dir("sg-finetune-mismatch");
   const std::string out = root + "/run";
-  const std::string args = "finetune --quiet --threads 1 --base " + base_dir() + " --out " + out +
+  const std::string args = "finetune --quiet --threads 1 --base " + sg::test::converted_stories260k() + " --out " + out +
                            " --mode full --task opposite --steps 100000 --eval-every 0 --checkpoint-every 2";
   ASSERT_TRUE(run_and_kill_at_checkpoint(out, args, 2, root + "/first.log"));
-  expect_one_line_error(finetune_args(out, "--task opposite --mode select --params mlp --resume"),
+  expect_error_with_hint(finetune_args(out, "--task opposite --mode select --params mlp --resume"),
                         {"checkpoint", "another run", "mode"});
-  expect_one_line_error(finetune_args(out, "--task add --mode full --resume"), {"checkpoint", "another run", "task"});
+  expect_error_with_hint(finetune_args(out, "--task add --mode full --resume"), {"checkpoint", "another run", "task"});
   // The checkpoint survives the refused resumes.
   EXPECT_TRUE(exists(out + "/checkpoint/trainer_state.json"));
 }
@@ -200,8 +180,8 @@ TEST(FinetuneCli, ResumeWithAnotherConfigIsAnError) {
 TEST(FinetuneCli, LoraAdapterEvaluatesToTheRecordedBestScore) {
   const std::string root = sg::test::temp_dir("sg-finetune-lora");
   const std::string out = root + "/adapter";
-  const std::string base_bytes = read_file(base_dir() + "/model.safetensors");
-  auto r = run_command(sg_cmd(finetune_args(out, "--mode lora --rank 4 --alpha 8 --targets q_proj,v_proj --task "
+  const std::string base_bytes = read_file(sg::test::converted_stories260k() + "/model.safetensors");
+  auto r = run_command(sg::test::sg_command(finetune_args(out, "--mode lora --rank 4 --alpha 8 --targets q_proj,v_proj --task "
                                                  "opposite --steps 100 --eval-every 25 --eval-examples 40 "
                                                  "--target-score 2 --lr 0.2")));
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -215,7 +195,7 @@ TEST(FinetuneCli, LoraAdapterEvaluatesToTheRecordedBestScore) {
   EXPECT_FALSE(exists(out + "/model.safetensors")) << "LoRA writes an adapter, not a model";
 
   const sg::io::StateDict adapter = sg::io::load_safetensors(out + "/adapter_model.safetensors");
-  const sg::io::StateDict base = sg::io::load_safetensors(base_dir() + "/model.safetensors");
+  const sg::io::StateDict base = sg::io::load_safetensors(sg::test::converted_stories260k() + "/model.safetensors");
   std::set<std::string> expected_keys;
   for (const auto& item : base) {
     static const std::regex projection(R"(^(model\.layers\.\d+\.self_attn\.(q|v)_proj)\.weight$)");
@@ -246,23 +226,23 @@ TEST(FinetuneCli, LoraAdapterEvaluatesToTheRecordedBestScore) {
   // Guards against a vacuous 0 == 0 comparison: at this lr stories260K gets a few of the 40 right.
   EXPECT_GT(best, 0) << "no validation example learned; the score comparison below proves little";
   const std::string json = root + "/eval.json";
-  auto e = run_command(sg_cmd("eval --quiet --threads 1 --model " + shell_quote(base_dir()) + " --adapter " +
+  auto e = run_command(sg::test::sg_command("eval --quiet --threads 1 --model " + shell_quote(sg::test::converted_stories260k()) + " --adapter " +
                               shell_quote(out) + " --task opposite --split validation --max-examples 40 --json " +
                               shell_quote(json)));
   ASSERT_EQ(e.exit_code, 0) << e.output;
   const nlohmann::json eval = read_json(json);
   EXPECT_EQ(eval["n"], 40);
   EXPECT_EQ(eval["score"].get<double>(), best) << "eval of the saved adapter vs the best score in training.json";
-  EXPECT_TRUE(base_bytes == read_file(base_dir() + "/model.safetensors")) << "the base weights were modified";
+  EXPECT_TRUE(base_bytes == read_file(sg::test::converted_stories260k() + "/model.safetensors")) << "the base weights were modified";
 }
 
 TEST(FinetuneCli, SelectModeChangesOnlySelectedTensors) {
   const std::string root = sg::test::temp_dir("sg-finetune-select");
   const std::string out = root + "/select";
-  auto r = run_command(sg_cmd(finetune_args(out, "--mode select --params mlp --task opposite --steps 30 "
+  auto r = run_command(sg::test::sg_command(finetune_args(out, "--mode select --params mlp --task opposite --steps 30 "
                                                  "--eval-every 0 --checkpoint-every 0 --target-score 2")));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  const sg::io::StateDict base = sg::io::load_safetensors(base_dir() + "/model.safetensors");
+  const sg::io::StateDict base = sg::io::load_safetensors(sg::test::converted_stories260k() + "/model.safetensors");
   const sg::io::StateDict tuned = sg::io::load_safetensors(out + "/model.safetensors");
   ASSERT_EQ(base.size(), tuned.size());
   int mlp_tensors = 0, mlp_changed = 0, other_tensors = 0;
@@ -286,7 +266,7 @@ TEST(FinetuneCli, SelectModeChangesOnlySelectedTensors) {
 
 TEST(FinetuneCli, BadInputsGiveOneLineWithAHint) {
   const std::string root = sg::test::temp_dir("sg-finetune-bad");
-  expect_one_line_error(finetune_args(root + "/o1", "--task nosuchtask"), {"unknown task 'nosuchtask'"});
+  expect_error_with_hint(finetune_args(root + "/o1", "--task nosuchtask"), {"unknown task 'nosuchtask'"});
 
   const std::string task = root + "/mytask";
   std::filesystem::create_directories(task);
@@ -295,26 +275,26 @@ TEST(FinetuneCli, BadInputsGiveOneLineWithAHint) {
     std::ofstream(task + "/validation.jsonl") << "{\"prompt\": \"a\", \"completion\": \" b\"}\n";
     std::ofstream(task + "/test.jsonl") << "{\"prompt\": \"a\", \"completion\": \" b\"}\n";
   }
-  expect_one_line_error(finetune_args(root + "/o2", "--task " + task), {"train.jsonl:2"});
+  expect_error_with_hint(finetune_args(root + "/o2", "--task " + task), {"train.jsonl:2"});
 
   const std::string no_weights = root + "/config-only";
   std::filesystem::create_directories(no_weights);
-  std::filesystem::copy_file(base_dir() + "/config.json", no_weights + "/config.json");
-  expect_one_line_error("finetune --quiet --threads 1 --base " + no_weights + " --out " + root +
+  std::filesystem::copy_file(sg::test::converted_stories260k() + "/config.json", no_weights + "/config.json");
+  expect_error_with_hint("finetune --quiet --threads 1 --base " + no_weights + " --out " + root +
                             "/o3 --task opposite --steps 2",
                         {no_weights});
 
-  expect_one_line_error(finetune_args(root + "/o4", "--task opposite --mode lora --targets nosuch --steps 2"),
+  expect_error_with_hint(finetune_args(root + "/o4", "--task opposite --mode lora --targets nosuch --steps 2"),
                         {"nosuch"});
 
   const std::string empty = root + "/empty";
   std::filesystem::create_directories(empty);
-  expect_one_line_error(finetune_args(empty, "--task opposite --resume"), {"--resume", "no training checkpoint"});
+  expect_error_with_hint(finetune_args(empty, "--task opposite --resume"), {"--resume", "no training checkpoint"});
 }
 
 TEST(FinetuneCli, DivergenceStopsAndKeepsAFiniteCheckpoint) {
   const std::string out = sg::test::temp_dir("sg-finetune-nan") + "/run";
-  expect_one_line_error(finetune_args(out, "--task opposite --lr 1e6 --clip 0 --checkpoint-every 1 --steps 50"),
+  expect_error_with_hint(finetune_args(out, "--task opposite --lr 1e6 --clip 0 --checkpoint-every 1 --steps 50"),
                         {"diverged"});
   const std::string checkpoint = out + "/checkpoint";
   ASSERT_TRUE(exists(checkpoint + "/trainer_state.json"));
