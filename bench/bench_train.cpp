@@ -35,6 +35,7 @@ struct Options {
   int64_t batch = 16, seq = 128, steps = 10, warmup = 3, reps = 3, threads = 0, sgemm = 0;
   double lr = 0.05;
   uint64_t seed = 0;
+  bool phases = false;
 };
 
 Options parse(int argc, char** argv) {
@@ -55,8 +56,9 @@ Options parse(int argc, char** argv) {
     else if (flag == "--lr") o.lr = std::stod(value);
     else if (flag == "--seed") o.seed = std::stoull(value);
     else if (flag == "--sgemm") o.sgemm = std::stoll(value);
+    else if (flag == "--phases") o.phases = value == "1";
     else SG_FAIL("unknown flag " << flag << "; flags: --llama2c FILE.bin | --config JSON|PATH.json | --sgemm N, "
-                                   "--batch, --seq, --steps, --warmup, --reps, --lr, --seed, --threads, --dump DIR");
+                                   "--batch, --seq, --steps, --warmup, --reps, --lr, --seed, --threads, --dump DIR, --phases 1");
   }
   SG_CHECK(o.sgemm > 0 || !o.llama2c_path.empty() || !o.config.empty(), "give --llama2c FILE, --config JSON or --sgemm N");
   SG_CHECK(o.batch >= 1 && o.seq >= 1 && o.steps >= 1 && o.warmup >= 1 && o.reps >= 1,
@@ -130,6 +132,48 @@ int64_t matmul_parameter_count(sg::model::CausalLM& model) {
   return count;
 }
 
+// The trainer's step taken apart with the same library calls, each phase timed (median over
+// --steps steps, after --warmup): where a step's time goes.
+void print_phases(sg::model::CausalLM& model, const sg::io::StateDict& trainable,
+                  const std::vector<sg::data::EncodedSequence>& examples, const Options& o) {
+  sg::train::OptimizerOptions sgd;
+  sg::train::Optimizer optimizer(trainable, sgd);
+  const char* names[] = {"make_batch", "forward", "loss", "backward", "clip_grad_norm", "optimizer_step", "zero_grad"};
+  std::vector<std::vector<double>> times(7);
+  model.train();
+  for (int64_t s = 0; s < o.warmup + o.steps; ++s) {
+    std::vector<double> marks{now_seconds()};
+    std::vector<const sg::data::EncodedSequence*> sequences;
+    for (int64_t i = 0; i < o.batch; ++i) sequences.push_back(&examples[static_cast<size_t>((s % o.steps) * o.batch + i)]);
+    sg::data::Batch batch = sg::data::make_batch(sequences, model.config().max_positions);
+    marks.push_back(now_seconds());
+    torch::Tensor logits = model.forward(batch.inputs);
+    marks.push_back(now_seconds());
+    torch::Tensor loss = torch::nn::functional::cross_entropy(
+        logits.reshape({-1, model.config().vocab_size}), batch.targets.reshape({-1}),
+        torch::nn::functional::CrossEntropyFuncOptions().ignore_index(sg::data::kIgnoreTarget).reduction(torch::kSum));
+    loss.item<double>();
+    marks.push_back(now_seconds());
+    (loss / static_cast<double>(batch.target_count)).backward();
+    marks.push_back(now_seconds());
+    sg::train::clip_grad_norm(trainable, 1.0);
+    marks.push_back(now_seconds());
+    optimizer.step(o.lr);
+    marks.push_back(now_seconds());
+    optimizer.zero_grad();
+    marks.push_back(now_seconds());
+    if (s < o.warmup) continue;
+    for (size_t k = 0; k < 7; ++k) times[k].push_back(marks[k + 1] - marks[k]);
+  }
+  std::string fields;
+  for (size_t k = 0; k < 7; ++k) {
+    char text[64];
+    std::snprintf(text, sizeof text, "%s\"%s\": %.6f", k ? ", " : "", names[k], median(times[k]));
+    fields += text;
+  }
+  std::printf("{\"impl\": \"skillgraft\", \"mode\": \"phases\", %s}\n", fields.c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -155,6 +199,10 @@ int main(int argc, char** argv) {
     sg::io::StateDict trainable = sg::model::model_state_dict(*model);
     for (const auto& item : trainable) item.value().set_requires_grad(true);
 
+    if (o.phases) {
+      print_phases(*model, trainable, examples, o);
+      return 0;
+    }
     if (!o.dump_dir.empty()) {
       // The batches in the order train::train consumes them, (steps, B, seq + 1), and the initial
       // weights, so the Python baseline trains on exactly the same thing.

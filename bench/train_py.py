@@ -5,7 +5,7 @@ the Llama of bench/forward_py.py, torch.optim.SGD(momentum=0.9), clip_grad_norm_
 loss = cross-entropy sum over completion targets (ignore -100) / target count.
 
     /usr/bin/python3 bench/train_py.py --data DIR [--steps 10] [--warmup 3] [--reps 3]
-        [--lr 0.05] [--threads N]
+        [--lr 0.05] [--threads N] [--phases]
 
 DIR holds initial/ (an HF model directory: the C++ run's initial weights) and
 batches.safetensors ("tokens": (steps, B, seq + 1) int64, in the order train::train consumes
@@ -61,6 +61,35 @@ def train(m, params, tokens, steps, lr, vocab):
     return losses, n_tok / seconds
 
 
+def phases(m, params, tokens, steps, warmup, lr, vocab):
+    """One step taken apart, each phase timed (median over steps, after warmup) -> {phase: s}."""
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9)
+    names = ("make_batch", "forward", "loss", "backward", "clip_grad_norm", "optimizer_step", "zero_grad")
+    times = {n: [] for n in names}
+    for s in range(warmup + steps):
+        marks = [time.perf_counter()]
+        inputs, targets, count = make_batch(tokens[s % tokens.shape[0]])
+        marks.append(time.perf_counter())
+        logits = m(inputs)
+        marks.append(time.perf_counter())
+        loss = nn.functional.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1),
+                                           ignore_index=IGNORE, reduction="sum")
+        loss.item()
+        marks.append(time.perf_counter())
+        (loss / count).backward()
+        marks.append(time.perf_counter())
+        nn.utils.clip_grad_norm_(params, 1.0)
+        marks.append(time.perf_counter())
+        opt.step()
+        marks.append(time.perf_counter())
+        opt.zero_grad()
+        marks.append(time.perf_counter())
+        if s >= warmup:
+            for k, n in enumerate(names):
+                times[n].append(marks[k + 1] - marks[k])
+    return {n: statistics.median(v) for n, v in times.items()}
+
+
 def main():
     ap = argparse.ArgumentParser(description="Python PyTorch Llama training-throughput baseline")
     ap.add_argument("--data", required=True, help="directory written by bench_train --dump")
@@ -69,6 +98,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--phases", action="store_true", help="time each phase of a step instead")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     m, c = forward_py.build(argparse.Namespace(model=os.path.join(args.data, "initial"), llama2c=None, config=None))
@@ -78,6 +108,10 @@ def main():
     if tokens.shape[0] < args.steps:
         raise SystemExit(f"train_py: {tokens.shape[0]} batches written, --steps {args.steps} needs more")
     V = c["vocab_size"]
+    if args.phases:
+        print(json.dumps({"impl": "python", "mode": "phases",
+                          **phases(m, params, tokens, args.steps, args.warmup, args.lr, V)}))
+        return
     warm_losses, _ = train(m, params, tokens, args.warmup, args.lr, V)
     rates = [train(m, params, tokens, args.steps, args.lr, V)[1] for _ in range(args.reps)]
     print(json.dumps({"impl": "python", "mode": "train", "tokens_per_s": statistics.median(rates),
