@@ -86,9 +86,9 @@ int run_finetune(const std::vector<std::string>& args) {
   };
   train::FinetuneResult result = train::finetune(options, task, score);
 
-  std::printf("%s %s on %s: best validation %s %.3f at step %lld of %lld (%s); %.0f tokens/s; %lld of %lld "
-              "parameters trained -> %s\n",
-              mode.c_str(), task.kind.c_str(), task.name.c_str(), task.metric.c_str(), result.train.best_score,
+  std::printf("%s fine-tune on %s (%s): best validation %s %.3f at step %lld of %lld (stop: %s); %.0f tokens/s; "
+              "%lld of %lld parameters trained -> %s\n",
+              mode.c_str(), task.name.c_str(), task.kind.c_str(), task.metric.c_str(), result.train.best_score,
               static_cast<long long>(result.train.best_step), static_cast<long long>(result.train.steps),
               result.train.stop_reason.c_str(), result.train.tokens_per_second,
               static_cast<long long>(result.trainable_parameters), static_cast<long long>(result.total_parameters),
