@@ -14,10 +14,14 @@
 #include "model/layers.h"
 #include "model/lora.h"
 #include "test_env.h"
+#include "test_util.h"
 #include "util/error.h"
 #include "util/file.h"
 
 namespace {
+
+using sg::test::error_of;
+using sg::test::max_abs_diff;
 
 using sg::model::CausalLM;
 using sg::model::LoraOptions;
@@ -83,19 +87,6 @@ torch::Tensor cached_logits_of(CausalLM& model, const torch::Tensor& tokens) {
   std::vector<torch::Tensor> pieces = {model.forward(tokens.narrow(1, 0, 4), &cache)};
   for (int64_t t = 4; t < tokens.size(1); ++t) pieces.push_back(model.forward(tokens.narrow(1, t, 1), &cache));
   return torch::cat(pieces, 1);
-}
-
-double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
-  return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>();
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const sg::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 std::vector<std::string> keys_of(const sg::io::StateDict& dict) { return dict.keys(); }

@@ -14,10 +14,14 @@
 #include "model/fused_ops.h"
 #include "model/generate.h"
 #include "test_env.h"
+#include "test_util.h"
 #include "util/error.h"
 #include "util/file.h"
 
 namespace {
+
+using sg::test::error_of;
+using sg::test::max_abs_diff;
 
 using sg::model::ModelConfig;
 
@@ -50,19 +54,6 @@ std::shared_ptr<sg::model::CausalLM> random_model(const ModelConfig& config, uin
   for (auto& p : model->parameters()) p.normal_(0.0, 0.3);  // O(1) logits, not ~0
   model->eval();
   return model;
-}
-
-double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
-  return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>();
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const sg::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 // A cached forward (prefill then one token at a time) must equal the full forward.

@@ -2,6 +2,8 @@
 // optimizer state round trips, global gradient clipping, the warmup + cosine schedule,
 // completion-only batches, the seeded epoch order, and parameter selection for --mode select.
 #include <gtest/gtest.h>
+
+#include "test_util.h"
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -19,6 +21,8 @@
 #include "util/error.h"
 
 namespace {
+
+using sg::test::error_of;
 
 using sg::io::StateDict;
 using sg::train::Optimizer;
@@ -42,15 +46,6 @@ void expect_values(const torch::Tensor& t, const std::vector<double>& expected, 
   const std::vector<double> got = values_of(t);
   ASSERT_EQ(got.size(), expected.size()) << what;
   for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], expected[i], tolerance) << what << "[" << i << "]";
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const sg::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 // ---- optimizer ----
