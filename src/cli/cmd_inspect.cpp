@@ -7,6 +7,7 @@
 #include "cli/flags.h"
 #include "io/safetensors.h"
 #include "model/causal_lm.h"
+#include "skills/skill.h"
 #include "util/error.h"
 #include "util/file.h"
 
@@ -20,8 +21,37 @@ std::string shape_text(const std::vector<int64_t>& shape) {
   return text + "]";
 }
 
+// A skill file: what it is for and where its parameters are (per layer, per tensor kind).
+nlohmann::json inspect_skill(const std::string& path, const io::Metadata& metadata) {
+  skills::SparseSkill skill = skills::load_sparse_skill(path);
+  nlohmann::json description = skills::describe_sparse_skill(skill);
+  auto meta = [&](const char* key) {
+    auto it = metadata.find(key);
+    return it == metadata.end() ? std::string() : it->second;
+  };
+  std::printf("%s: %s skill for task \"%s\"\n", path.c_str(), meta("kind").c_str(), skill.task.c_str());
+  std::printf("  base fingerprint %s\n", skill.base_fingerprint.c_str());
+  std::printf("  created %s by skillgraft %s\n", meta("created").c_str(), meta("tool_version").c_str());
+  std::printf("  metrics %s\n", skill.metrics.dump().c_str());
+  std::printf("  %lld selected parameters in %zu tensors\n", static_cast<long long>(skill.parameter_count()),
+              skill.tensors.size());
+  const auto& per_layer = description["per_layer"];
+  for (size_t layer = 0; layer < per_layer.size(); ++layer) {
+    std::printf("  layer %-3zu %lld\n", layer, static_cast<long long>(per_layer[layer].get<int64_t>()));
+  }
+  std::printf("  outside layers %lld\n", static_cast<long long>(description["outside_layers"].get<int64_t>()));
+  for (const auto& item : description["per_kind"].items()) {
+    std::printf("  kind %-20s %lld\n", item.key().c_str(), static_cast<long long>(item.value().get<int64_t>()));
+  }
+  description["path"] = path;
+  description["created"] = meta("created");
+  description["tool_version"] = meta("tool_version");
+  return description;
+}
+
 nlohmann::json inspect_file(const std::string& path) {
   io::SafetensorsFile file = io::SafetensorsFile::open(path);
+  if (skills::is_skill_metadata(file.metadata())) return inspect_skill(path, file.metadata());
   nlohmann::json tensors = nlohmann::json::array();
   std::printf("%s\n", path.c_str());
   for (const auto& [key, value] : file.metadata()) std::printf("  metadata %s = %s\n", key.c_str(), value.c_str());
@@ -63,8 +93,10 @@ int run_inspect(const std::vector<std::string>& args) {
   CommonOptions common;
   FlagSet flags("inspect", "skillgraft inspect PATH",
                 "Lists what a .safetensors file holds (metadata, tensor names, dtypes, shapes),\n"
-                "or loads a model directory and prints its configuration and parameters.");
-  flags.add_positional("PATH", &path, "a .safetensors file or a model directory");
+                "or loads a model directory and prints its configuration and parameters.\n"
+                "A skill file (format=skillgraft.skill) is validated and summarised: kind, base\n"
+                "fingerprint, task, metrics, selected parameters per layer and per tensor kind.");
+  flags.add_positional("PATH", &path, "a .safetensors file, a skill file or a model directory");
   flags.add_common(&common.threads, &common.json_path, &common.quiet);
   if (!flags.parse(args)) return 0;
   apply_common(common);
