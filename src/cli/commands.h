@@ -15,6 +15,8 @@ int run_demo(const std::vector<std::string>& args);
 int run_eval(const std::vector<std::string>& args);
 int run_finetune(const std::vector<std::string>& args);
 int run_generate(const std::vector<std::string>& args);
+int run_graft(const std::vector<std::string>& args);
+int run_localize(const std::vector<std::string>& args);
 int run_pretrain(const std::vector<std::string>& args);
 int run_inspect(const std::vector<std::string>& args);
 int run_tasks(const std::vector<std::string>& args);

@@ -25,7 +25,9 @@ const Verb kVerbs[] = {
     {"eval", sg::cli::run_eval, "score a model (and adapter) on a task: exact match or choice accuracy, loss, ECE"},
     {"finetune", sg::cli::run_finetune, "teach a base model a task: full, LoRA (PEFT adapter) or selected parameters"},
     {"generate", sg::cli::run_generate, "generate text from a model directory"},
+    {"graft", sg::cli::run_graft, "apply a sparse skill file to its base model, or remove it (--remove)"},
     {"inspect", sg::cli::run_inspect, "list the tensors and metadata of a safetensors file or model"},
+    {"localize", sg::cli::run_localize, "find the few parameters that carry a fine-tuned skill; write the skill file"},
     {"pretrain", sg::cli::run_pretrain, "train a base model of your own from text files"},
     {"tasks", sg::cli::run_tasks, "list the built-in tasks, or write one as a task directory"},
 };

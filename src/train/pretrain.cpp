@@ -120,11 +120,7 @@ double mean_loss(model::CausalLM& model, const std::vector<data::EncodedSequence
       chunk.push_back(&sequences[i]);
     }
     data::Batch batch = data::make_batch(chunk, model.config().max_positions);
-    torch::Tensor logits = model.forward(batch.inputs);
-    total += torch::nn::functional::cross_entropy(
-                 logits.reshape({-1, model.config().vocab_size}), batch.targets.reshape({-1}),
-                 torch::nn::functional::CrossEntropyFuncOptions().ignore_index(data::kIgnoreTarget).reduction(torch::kSum))
-                 .item<double>();
+    total += batch_loss_sum(model, batch).item<double>();
     count += batch.target_count;
   }
   model.train(was_training);

@@ -121,6 +121,14 @@ std::string first_difference(const nlohmann::json& saved, const nlohmann::json& 
 
 }  // namespace
 
+at::Tensor batch_loss_sum(model::CausalLM& model, const data::Batch& batch) {
+  // inputs: (B, T) -> logits (B, T, V)
+  torch::Tensor logits = model.forward(batch.inputs);
+  return torch::nn::functional::cross_entropy(
+      logits.reshape({-1, model.config().vocab_size}), batch.targets.reshape({-1}),
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(data::kIgnoreTarget).reduction(torch::kSum));
+}
+
 std::vector<int64_t> micro_batch_indices(int64_t example_count, int64_t batch_size, int64_t micro_batch,
                                          uint64_t seed) {
   EpochOrder order(example_count, seed);
@@ -136,7 +144,6 @@ TrainResult train(model::CausalLM& model, const io::StateDict& trainable,
   SG_CHECK(!examples.empty(), "no training examples; hint: the task's train split is empty");
   SG_CHECK(!trainable.is_empty(), "no trainable parameters");
   const int64_t max_positions = model.config().max_positions;
-  const int64_t vocab = model.config().vocab_size;
   Optimizer optimizer(trainable, options.optimizer);
   ScheduleOptions schedule{options.warmup_steps, options.steps, options.min_lr_ratio};
 
@@ -199,11 +206,7 @@ TrainResult train(model::CausalLM& model, const io::StateDict& trainable,
     optimizer.zero_grad();
     double loss_sum = 0;
     for (const data::Batch& batch : batches) {
-      // inputs: (B, T) -> logits (B, T, V)
-      torch::Tensor logits = model.forward(batch.inputs);
-      torch::Tensor loss = torch::nn::functional::cross_entropy(
-          logits.reshape({-1, vocab}), batch.targets.reshape({-1}),
-          torch::nn::functional::CrossEntropyFuncOptions().ignore_index(data::kIgnoreTarget).reduction(torch::kSum));
+      torch::Tensor loss = batch_loss_sum(model, batch);
       loss_sum += loss.item<double>();
       (loss / static_cast<double>(step_targets)).backward();
     }

@@ -65,6 +65,10 @@ TrainResult train(model::CausalLM& model, const io::StateDict& trainable,
                   const std::vector<data::EncodedSequence>& examples, const TrainOptions& options,
                   const TrainHooks& hooks);
 
+// The summed cross-entropy of the batch's targets (those not kIgnoreTarget), as a scalar tensor
+// that carries gradients when they are recorded.
+at::Tensor batch_loss_sum(model::CausalLM& model, const data::Batch& batch);
+
 // The example indices of micro-batch `micro_batch` (0-based over the run): epochs are seeded
 // permutations of all examples, consumed in order.
 std::vector<int64_t> micro_batch_indices(int64_t example_count, int64_t batch_size, int64_t micro_batch,

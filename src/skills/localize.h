@@ -1,0 +1,67 @@
+// Skill localization: which few parameters of a fine-tune carry its skill. A mask γ with exactly
+// k = fraction · N ones over the candidate parameters defines the graft θ(γ) = θ_base + γ ⊙ δ,
+// δ = θ_ft − θ_base. Methods: a budget-exact learned mask (graft: straight-through top-k on
+// scores trained with Adam), the paper's sigmoid relaxation (graft-sigmoid), and the baselines at
+// the same budget (movement: top-k |δ|; saliency: top-k |δ ⊙ ∂L/∂θ|; random).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "data/batching.h"
+#include "io/state_dict.h"
+#include "model/causal_lm.h"
+
+namespace sg::skills {
+
+enum class LocalizeMethod { kGraft, kGraftSigmoid, kMovement, kSaliency, kRandom };
+LocalizeMethod localize_method_from_name(const std::string& name);  // graft, graft-sigmoid, ...
+std::string localize_method_name(LocalizeMethod method);
+
+struct LocalizeOptions {
+  LocalizeMethod method = LocalizeMethod::kGraft;
+  double fraction = 0.01;   // of the candidate parameters, in (0, 1]
+  std::string exclude;      // regex: parameters left out of the candidates (default: none)
+  int64_t steps = 100;      // graft / graft-sigmoid optimisation steps
+  double lr = 0.02;         // Adam on the mask scores
+  int64_t batch_size = 128; // training examples per step (and for saliency's gradient)
+  int64_t eval_every = 10;  // validation of the current mask; the best is kept
+  double sigmoid_bias = 10; // graft-sigmoid: γ = γ0 + (1 − 2γ0) σ(S − b)
+  uint64_t seed = 0;
+};
+
+// The mask as a validation score sees it: the model holds θ(γ) when this is called.
+using GraftScore = std::function<double(model::CausalLM&)>;
+
+struct LocalizeResult {
+  std::map<std::string, at::Tensor> mask;  // bool, the parameter's shape, one per candidate tensor
+  int64_t selected = 0;                    // ones in the mask (exactly the budget k)
+  int64_t candidates = 0;                  // N
+  double best_validation = 0;              // graft methods: the kept mask's validation score
+  int64_t best_step = 0;
+  double relaxed_mass = 0;                 // graft-sigmoid: Σγ before rounding, in units of k
+  double seconds = 0;
+};
+
+// The candidate tensors: every parameter of `base` whose name does not match `exclude`. Throws
+// when base and finetuned differ in names or shapes ("not the same architecture").
+std::vector<std::string> candidate_names(const io::StateDict& base, const io::StateDict& finetuned,
+                                         const std::string& exclude);
+
+// Localizes. `work` is a model of the base's architecture; its weights are overwritten with
+// grafts while this runs and hold θ(best mask) on return. `examples` are the task's training
+// sequences; `score` is consulted every eval_every steps (graft methods only).
+LocalizeResult localize(model::CausalLM& work, const io::StateDict& base, const io::StateDict& finetuned,
+                        const std::vector<data::EncodedSequence>& examples, const LocalizeOptions& options,
+                        const GraftScore& score);
+
+// Writes θ_base + mask ⊙ δ into `weights` (the work model's state dict), in place.
+void write_graft(io::StateDict& weights, const io::StateDict& base, const io::StateDict& finetuned,
+                 const std::map<std::string, at::Tensor>& mask);
+
+}  // namespace sg::skills
