@@ -170,8 +170,8 @@ int run_localize(const std::vector<std::string>& args) {
       runs.push_back(run);
       const bool main_run = run_fraction == fraction && s == 0;
       if (!out_path.empty() && (sweep.empty() || main_run)) {
-        skill.metrics = {{"metric", task.metric}, {"base", base_eval.score}, {"finetuned", finetuned_eval.score},
-                         {"graft", graft_eval.score}, {"fraction", run_fraction}, {"method", method_name}};
+        skill.metrics.update({{"metric", task.metric}, {"base", base_eval.score}, {"finetuned", finetuned_eval.score},
+                              {"graft", graft_eval.score}, {"fraction", run_fraction}, {"method", method_name}});
         skills::save_sparse_skill(out_path, skill);
       }
     }

@@ -37,6 +37,8 @@ constexpr const char* kVersion = "1";
 constexpr const char* kKindSparse = "sparse";
 constexpr const char* kIndexSuffix = ".idx";
 constexpr const char* kDeltaSuffix = ".delta";
+constexpr const char* kRestoreIndexSuffix = ".restore_idx";
+constexpr const char* kRestoreSuffix = ".restore";
 // How far a failing delta is moved, in ulps of itself, looking for an exact round trip.
 constexpr int kMaxNudgeUlps = 4;
 
@@ -216,10 +218,16 @@ SparseSkill make_sparse_skill(const io::StateDict& base, const io::StateDict& fi
     NudgeResult r = make_delta_reversible(base_values, ft_values, delta);
     totals.nudged += r.nudged;
     totals.inexact += r.inexact;
-    skill.tensors[name] = SparseTensorDelta{indices.contiguous(), delta.contiguous(), b.sizes().vec()};
+    SparseTensorDelta part{indices.contiguous(), delta.contiguous(), b.sizes().vec()};
+    if (r.inexact > 0) {
+      const torch::Tensor still_failing = (~same_bits((base_values + delta) - delta, base_values)).nonzero().squeeze(1);
+      part.restore_indices = indices.index_select(0, still_failing).contiguous();
+      part.restore_values = base_values.index_select(0, still_failing).contiguous();
+    }
+    skill.tensors[name] = part;
   }
   skill.metrics["nudged_elements"] = totals.nudged;
-  skill.metrics["inexact_elements"] = totals.inexact;
+  skill.metrics["inexact_elements"] = totals.inexact;  // stored as restore entries: removal stays exact
   return skill;
 }
 
@@ -229,6 +237,10 @@ void save_sparse_skill(const std::string& path, const SparseSkill& skill) {
   for (const auto& [name, part] : skill.tensors) {
     tensors.insert(name + kIndexSuffix, part.indices.to(torch::kInt64).contiguous());
     tensors.insert(name + kDeltaSuffix, part.delta.to(torch::kFloat).contiguous());
+    if (part.restore_indices.defined() && part.restore_indices.numel() > 0) {
+      tensors.insert(name + kRestoreIndexSuffix, part.restore_indices.to(torch::kInt64).contiguous());
+      tensors.insert(name + kRestoreSuffix, part.restore_values.to(torch::kFloat).contiguous());
+    }
     shapes[name] = part.shape;
   }
   io::Metadata metadata = {
@@ -290,7 +302,9 @@ SparseSkill load_sparse_skill(const std::string& path) {
   std::set<std::string> names;
   for (const io::TensorEntry& entry : file.entries()) {
     std::string name;
-    if (ends_with(entry.name, kIndexSuffix)) {
+    if (ends_with(entry.name, kRestoreIndexSuffix) || ends_with(entry.name, kRestoreSuffix)) {
+      continue;  // checked with their tensor below
+    } else if (ends_with(entry.name, kIndexSuffix)) {
       name = entry.name.substr(0, entry.name.size() - 4);
     } else if (ends_with(entry.name, kDeltaSuffix)) {
       name = entry.name.substr(0, entry.name.size() - 6);
@@ -298,6 +312,14 @@ SparseSkill load_sparse_skill(const std::string& path) {
       SG_FAIL(path << ": key \"" << entry.name << "\" is neither <name>.idx nor <name>.delta; hint: the file is damaged");
     }
     names.insert(name);
+  }
+  for (const io::TensorEntry& entry : file.entries()) {
+    for (const char* suffix : {kRestoreIndexSuffix, kRestoreSuffix}) {
+      const std::string text = suffix;
+      if (!ends_with(entry.name, text)) continue;
+      SG_CHECK(names.count(entry.name.substr(0, entry.name.size() - text.size())),
+               path << ": key \"" << entry.name << "\" belongs to no <name>.idx; hint: the file is damaged");
+    }
   }
   for (const std::string& name : names) {
     const std::string idx_key = name + kIndexSuffix;
@@ -341,7 +363,31 @@ SparseSkill load_sparse_skill(const std::string& path) {
                path << ": key \"" << idx_key
                     << "\" is not sorted ascending without duplicates; hint: the file is damaged");
     }
-    skill.tensors[name] = SparseTensorDelta{indices, delta, shape};
+    SparseTensorDelta part{indices, delta, shape};
+    const std::string restore_idx_key = name + kRestoreIndexSuffix;
+    const std::string restore_key = name + kRestoreSuffix;
+    SG_CHECK(file.contains(restore_idx_key) == file.contains(restore_key),
+             path << ": \"" << restore_idx_key << "\" and \"" << restore_key
+                  << "\" must come together; hint: the file is damaged");
+    if (file.contains(restore_idx_key)) {
+      part.restore_indices = file.get(restore_idx_key);
+      part.restore_values = file.get(restore_key);
+      SG_CHECK(part.restore_indices.scalar_type() == torch::kInt64 && part.restore_values.scalar_type() == torch::kFloat &&
+                   part.restore_indices.dim() == 1 && part.restore_values.dim() == 1 &&
+                   part.restore_indices.numel() == part.restore_values.numel(),
+               path << ": \"" << restore_idx_key << "\" (I64) and \"" << restore_key
+                    << "\" (F32) must be 1-D of one length; hint: the file is damaged");
+      // Every restored position must be one of the skill's positions.
+      bool subset = true;
+      if (part.restore_indices.numel() > 0) {
+        SG_CHECK(indices.numel() > 0, path << ": \"" << restore_idx_key << "\" without indices; hint: the file is damaged");
+        torch::Tensor at = torch::searchsorted(indices, part.restore_indices).clamp_max(indices.numel() - 1);
+        subset = indices.index_select(0, at).equal(part.restore_indices);
+      }
+      SG_CHECK(subset, path << ": \"" << restore_idx_key << "\" names positions that \"" << idx_key
+                            << "\" does not; hint: the file is damaged");
+    }
+    skill.tensors[name] = part;
   }
   for (const auto& item : shapes.items()) {
     SG_CHECK(names.count(item.key()), path << ": __metadata__ shapes names \"" << item.key()
@@ -366,6 +412,13 @@ void apply_sparse_skill(io::StateDict& weights, const SparseSkill& skill, bool c
 void remove_sparse_skill(io::StateDict& weights, const SparseSkill& skill) {
   check_targets(weights, skill, "cannot remove skill " + skill_label(skill));
   add_sparse(weights, skill, -1.0);
+  torch::NoGradGuard no_grad;
+  for (const auto& [name, part] : skill.tensors) {
+    if (!part.restore_indices.defined() || part.restore_indices.numel() == 0) continue;
+    torch::Tensor flat = weights[name].view({-1});
+    flat.index_copy_(0, part.restore_indices.to(flat.device()),
+                     part.restore_values.to(flat.device(), flat.scalar_type()));
+  }
 }
 
 nlohmann::json describe_sparse_skill(const SparseSkill& skill) {

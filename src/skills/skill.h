@@ -19,6 +19,11 @@ struct SparseTensorDelta {
   at::Tensor indices;  // (K) int64, sorted ascending, unique, < numel
   at::Tensor delta;    // (K) float32: theta_ft - theta_base at those indices
   std::vector<int64_t> shape;  // the full tensor's shape
+  // The elements where float32 cannot undo the delta exactly (fl(fl(b + d) - d) != b, mostly
+  // weights near zero that moved far): their flat indices (a sorted subset of `indices`) and base
+  // values, so removal writes the base back bit for bit. Undefined or empty when none.
+  at::Tensor restore_indices;  // (R) int64
+  at::Tensor restore_values;   // (R) float32
 };
 
 struct SparseSkill {
