@@ -14,6 +14,17 @@
 
 namespace sg::cli {
 
+nlohmann::json convert_llama2c(const std::string& model_path, const std::string& tokenizer_path,
+                               const std::string& out_dir, uint64_t max_shard_bytes) {
+  io::Llama2cModel source = io::read_llama2c(model_path);
+  auto tokenizer = io::load_llama2c_tokenizer(tokenizer_path, source.header.vocab_size);
+  // Load into a model first: a checkpoint that does not make a working model is never written.
+  model::ModelConfig config = model::config_from_json(source.config, model_path);
+  auto model = model::create_model_from_weights(config, source.weights, model_path);
+  model::save_model_dir(out_dir, *model, tokenizer.get(), max_shard_bytes);
+  return {{"parameters", model::parameter_count(config)}, {"llama2c_version", source.header.version}};
+}
+
 int run_convert(const std::vector<std::string>& args) {
   std::string from, input, tokenizer_path, out;
   int64_t max_shard_mb = 0;
@@ -38,14 +49,7 @@ int run_convert(const std::vector<std::string>& args) {
   if (from == "llama2c") {
     SG_CHECK(!tokenizer_path.empty(), "--from llama2c needs --tokenizer TOK.bin (llama2.c's tokenizer.bin); "
                                       "hint: data/models/tok512.bin goes with stories260K.bin");
-    io::Llama2cModel source = io::read_llama2c(input);
-    auto tokenizer = io::load_llama2c_tokenizer(tokenizer_path, source.header.vocab_size);
-    // Load into a model first: a checkpoint that does not make a working model is never written.
-    model::ModelConfig config = model::config_from_json(source.config, input);
-    auto model = model::create_model_from_weights(config, source.weights, input);
-    model::save_model_dir(out, *model, tokenizer.get(), shard_bytes);
-    result["parameters"] = model::parameter_count(config);
-    result["llama2c_version"] = source.header.version;
+    result.update(convert_llama2c(input, tokenizer_path, out, shard_bytes));
   } else if (from == "hf") {
     model::LoadedModel loaded = model::load_model_dir(input);
     model::save_model_dir(out, *loaded.model, loaded.tokenizer.get(), shard_bytes);

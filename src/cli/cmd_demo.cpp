@@ -1,7 +1,6 @@
 // skillgraft demo: the whole path on the embedded base — convert stories260K, make every built-in
 // task, fine-tune one full specialist per task, evaluate the base and every specialist on every
 // task, print the matrix and write results.json.
-#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -9,20 +8,15 @@
 
 #include "cli/commands.h"
 #include "cli/flags.h"
+#include "cli/train_flags.h"
 #include "data/task_source.h"
 #include "eval/evaluator.h"
 #include "io/hf_checkpoint.h"
-#include "io/llama2c.h"
 #include "model/causal_lm.h"
-#include "model/config.h"
 #include "train/finetune.h"
 #include "util/error.h"
 #include "util/file.h"
 #include "util/log.h"
-
-#ifndef SKILLGRAFT_DATA_DIR
-#define SKILLGRAFT_DATA_DIR ""
-#endif
 
 namespace sg::cli {
 
@@ -55,20 +49,6 @@ const Recipe kRecipes[] = {
     {"currency", 400, 600, 0, 16, 0.1, 100},
 };
 
-std::string default_data_dir() {
-  // Next to the source tree the binary was built from, else ../data beside the executable.
-  const std::string built_in = SKILLGRAFT_DATA_DIR;
-  if (!built_in.empty() && util::file_exists(util::join_path(built_in, "models/stories260K.bin"))) return built_in;
-  char path[4096];
-  const ssize_t length = ::readlink("/proc/self/exe", path, sizeof(path) - 1);
-  if (length > 0) {
-    std::string exe(path, static_cast<size_t>(length));
-    std::string dir = exe.substr(0, exe.rfind('/'));
-    return util::join_path(dir, "../data");
-  }
-  return "data";
-}
-
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
@@ -79,12 +59,8 @@ std::string convert_base(const std::string& data_dir, const std::string& out_dir
   SG_CHECK(util::file_exists(model_path) && util::file_exists(tokenizer_path),
            "the embedded base is missing: " << model_path << " / " << tokenizer_path
                                             << "; hint: run from the repository or pass --data REPO/data");
-  io::Llama2cModel source = io::read_llama2c(model_path);
-  auto tokenizer = io::load_llama2c_tokenizer(tokenizer_path, source.header.vocab_size);
-  model::ModelConfig config = model::config_from_json(source.config, model_path);
-  auto model = model::create_model_from_weights(config, source.weights, model_path);
   const std::string base_dir = util::join_path(out_dir, "base");
-  model::save_model_dir(base_dir, *model, tokenizer.get());
+  convert_llama2c(model_path, tokenizer_path, base_dir);
   return base_dir;
 }
 

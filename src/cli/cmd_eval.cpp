@@ -4,6 +4,7 @@
 
 #include "cli/commands.h"
 #include "cli/flags.h"
+#include "cli/train_flags.h"
 #include "data/task_source.h"
 #include "eval/evaluator.h"
 #include "model/causal_lm.h"
@@ -38,7 +39,8 @@ nlohmann::json prediction_json(const eval::ExamplePrediction& p) {
 
 int run_eval(const std::vector<std::string>& args) {
   std::string model_dir, adapter_dir, task_spec, split = "test";
-  int64_t max_examples = 0, batch_size = 64, max_new_tokens = 0, seed = 0, train_size = 400, show = 0;
+  int64_t max_examples = 0, batch_size = 64, max_new_tokens = 0, show = 0;
+  TaskFlags task_flags;
   CommonOptions common;
   FlagSet flags("eval", "skillgraft eval --model DIR --task TASK [options]",
                 "Scores a model on a task split: exact match of greedy continuations (generation tasks)\n"
@@ -51,20 +53,15 @@ int run_eval(const std::vector<std::string>& args) {
   flags.add_int("max-examples", &max_examples, "evaluate only the first N examples (0 = all)");
   flags.add_int("batch-size", &batch_size, "rows per forward pass");
   flags.add_int("max-new-tokens", &max_new_tokens, "greedy tokens per example (0 = the expected completion's + 4)");
-  flags.add_int("seed", &seed, "built-in tasks: the seed they are generated from");
-  flags.add_int("n", &train_size, "built-in tasks: train examples (validation and test get n/4 each)");
+  add_task_flags(flags, &task_flags, "seed", "built-in tasks: the seed they are generated from");
   flags.add_int("show", &show, "print the first N predictions");
   flags.add_common(&common.threads, &common.json_path, &common.quiet);
   if (!flags.parse(args)) return 0;
   apply_common(common);
-  SG_CHECK(seed >= 0, "--seed must be >= 0, got " << seed);
   SG_CHECK(show >= 0, "--show must be >= 0, got " << show);
 
   // The task first: a misspelt task name fails before a model is loaded.
-  data::BuiltinTaskOptions task_options;
-  task_options.seed = static_cast<uint64_t>(seed);
-  task_options.train_size = train_size;
-  const data::LoadedTask task = data::load_task(task_spec, task_options);
+  const data::LoadedTask task = load_task_from_flags(task_spec, task_flags, "seed");
   const std::vector<data::Example>& examples = data::task_split(task, split);
 
   model::LoadedModel loaded = model::load_model_dir(model_dir);

@@ -1,6 +1,5 @@
 // skillgraft finetune: teach a base model one task (full, LoRA adapter, or selected parameters).
 #include <cstdio>
-#include <sstream>
 
 #include "cli/commands.h"
 #include "cli/flags.h"
@@ -13,23 +12,10 @@
 
 namespace sg::cli {
 
-namespace {
-
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> items;
-  std::stringstream stream(text);
-  std::string item;
-  while (std::getline(stream, item, ',')) {
-    if (!item.empty()) items.push_back(item);
-  }
-  return items;
-}
-
-}  // namespace
-
 int run_finetune(const std::vector<std::string>& args) {
   std::string base_dir, task_spec, out_dir, mode = "full", targets = "q_proj,v_proj", params, layers;
-  int64_t rank = 8, task_seed = 0, task_size = 400, eval_examples = 100;
+  int64_t rank = 8, eval_examples = 100;
+  TaskFlags task_flags;
   double alpha = 16;
   bool rslora = false;
   TrainFlags train_flags;
@@ -51,8 +37,7 @@ int run_finetune(const std::vector<std::string>& args) {
   flags.add_string("params", &params, "select: regex searched in parameter names (e.g. 'mlp|attn.o_proj')");
   flags.add_string("layers", &layers, "select: layer range A-B (all parameters of those layers)");
   flags.add_int("eval-examples", &eval_examples, "validation examples per evaluation (0 = all)");
-  flags.add_int("task-seed", &task_seed, "seed of a built-in task's examples");
-  flags.add_int("n", &task_size, "a built-in task's train examples (validation and test get n/4)");
+  add_task_flags(flags, &task_flags, "task-seed", "seed of a built-in task's examples");
   add_train_flags(flags, &train_flags);
   flags.add_common(&common.threads, &common.json_path, &common.quiet);
   if (!flags.parse(args)) return 0;
@@ -65,7 +50,7 @@ int run_finetune(const std::vector<std::string>& args) {
   options.lora.rank = rank;
   options.lora.alpha = alpha;
   options.lora.rslora = rslora;
-  options.lora.targets = split_list(targets);
+  options.lora.targets = split_comma_list(targets);
   options.lora.seed = static_cast<uint64_t>(train_flags.seed);
   options.select_params = params;
   options.select_layers = layers;
@@ -73,12 +58,8 @@ int run_finetune(const std::vector<std::string>& args) {
   options.train = to_train_options(train_flags);
   SG_CHECK(options.mode == train::FinetuneMode::kSelect || (params.empty() && layers.empty()),
            "--params/--layers apply to --mode select only; hint: add --mode select");
-  SG_CHECK(task_seed >= 0, "--task-seed must be >= 0, got " << task_seed);
 
-  data::BuiltinTaskOptions task_options;
-  task_options.seed = static_cast<uint64_t>(task_seed);
-  task_options.train_size = task_size;
-  const data::LoadedTask task = data::load_task(task_spec, task_options);
+  const data::LoadedTask task = load_task_from_flags(task_spec, task_flags, "task-seed");
   eval::EvalOptions eval_options;
   const train::ScoreFunction score = [&](model::CausalLM& model, const io::Tokenizer& tokenizer,
                                          const std::vector<data::Example>& examples) {

@@ -4,10 +4,10 @@
 
 #include <cmath>
 #include <cstdio>
-#include <sstream>
 
 #include "cli/commands.h"
 #include "cli/flags.h"
+#include "cli/train_flags.h"
 #include "data/batching.h"
 #include "data/task_source.h"
 #include "eval/evaluator.h"
@@ -24,10 +24,7 @@ namespace {
 
 std::vector<double> parse_fractions(const std::string& text) {
   std::vector<double> fractions;
-  std::stringstream stream(text);
-  std::string item;
-  while (std::getline(stream, item, ',')) {
-    if (item.empty()) continue;
+  for (const std::string& item : split_comma_list(text)) {
     char* end = nullptr;
     const double value = std::strtod(item.c_str(), &end);
     SG_CHECK(end != item.c_str() && *end == '\0', "--sweep: '" << item << "' is not a number; hint: e.g. 0.001,0.01,0.05");
@@ -50,7 +47,8 @@ nlohmann::json number_or_null(double value) { return std::isfinite(value) ? nloh
 int run_localize(const std::vector<std::string>& args) {
   std::string base_dir, finetuned_dir, task_spec, out_path, method_name = "graft", exclude, sweep;
   double fraction = 0.01;
-  int64_t steps = 100, batch_size = 128, eval_every = 10, seeds = 1, seed = 0, task_seed = 0, task_size = 400;
+  int64_t steps = 100, batch_size = 128, eval_every = 10, seeds = 1, seed = 0;
+  TaskFlags task_flags;
   int64_t eval_examples = 100;
   double lr = 0.02;
   CommonOptions common;
@@ -75,13 +73,12 @@ int run_localize(const std::vector<std::string>& args) {
   flags.add_int("batch-size", &batch_size, "training examples per step");
   flags.add_int("eval-every", &eval_every, "validate the current mask every N steps (the best is kept)");
   flags.add_int("eval-examples", &eval_examples, "validation examples per check (0 = all)");
-  flags.add_int("task-seed", &task_seed, "seed of a built-in task's examples (use the fine-tune's)");
-  flags.add_int("n", &task_size, "a built-in task's train examples (use the fine-tune's)");
+  add_task_flags(flags, &task_flags, "task-seed", "seed of a built-in task's examples (use the fine-tune's)");
   flags.add_common(&common.threads, &common.json_path, &common.quiet);
   if (!flags.parse(args)) return 0;
   apply_common(common);
   SG_CHECK(seeds >= 1, "--seeds must be >= 1, got " << seeds);
-  SG_CHECK(seed >= 0 && task_seed >= 0, "--seed and --task-seed must be >= 0");
+  SG_CHECK(seed >= 0, "--seed must be >= 0, got " << seed);
   const std::vector<double> fractions = sweep.empty() ? std::vector<double>{fraction} : parse_fractions(sweep);
   SG_CHECK(!out_path.empty() || !sweep.empty(), "--out is required: the skill file to write");
   for (double value : fractions) {
@@ -96,10 +93,7 @@ int run_localize(const std::vector<std::string>& args) {
   options.batch_size = batch_size;
   options.eval_every = eval_every;
 
-  data::BuiltinTaskOptions task_options;
-  task_options.seed = static_cast<uint64_t>(task_seed);
-  task_options.train_size = task_size;
-  const data::LoadedTask task = data::load_task(task_spec, task_options);
+  const data::LoadedTask task = load_task_from_flags(task_spec, task_flags, "task-seed");
   model::LoadedModel base = model::load_model_dir(base_dir);
   SG_CHECK(base.tokenizer != nullptr, base_dir << " has no tokenizer; hint: localization evaluates the task with it");
   model::LoadedModel finetuned = model::load_model_dir(finetuned_dir);
@@ -108,14 +102,8 @@ int run_localize(const std::vector<std::string>& args) {
   const io::StateDict finetuned_weights = model::model_state_dict(*finetuned.model);
   skills::candidate_names(base_weights, finetuned_weights, exclude);  // fails early on mismatched models
 
-  std::vector<data::EncodedSequence> examples;
-  for (const data::Example& example : task.splits.train) {
-    examples.push_back(data::encode_for_training(*base.tokenizer, example));
-  }
-  std::vector<data::Example> validation = task.splits.validation.empty() ? task.splits.train : task.splits.validation;
-  if (eval_examples > 0 && static_cast<int64_t>(validation.size()) > eval_examples) {
-    validation.resize(static_cast<size_t>(eval_examples));
-  }
+  const std::vector<data::EncodedSequence> examples = data::encode_for_training(*base.tokenizer, task.splits.train);
+  const std::vector<data::Example> validation = data::validation_examples(task, eval_examples);
   eval::EvalOptions eval_options;
   const eval::EvalResult base_eval = eval::evaluate(*base.model, *base.tokenizer, task.splits.test, eval_options);
   const eval::EvalResult finetuned_eval =

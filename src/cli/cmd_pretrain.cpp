@@ -8,10 +8,6 @@
 #include "util/error.h"
 #include "util/file.h"
 
-#ifndef SKILLGRAFT_DATA_DIR
-#define SKILLGRAFT_DATA_DIR "data"
-#endif
-
 namespace sg::cli {
 
 int run_pretrain(const std::vector<std::string>& args) {
@@ -41,18 +37,13 @@ int run_pretrain(const std::vector<std::string>& args) {
   apply_common(common);
 
   train::PretrainOptions options;
-  for (size_t start = 0; start <= corpus.size();) {
-    size_t end = corpus.find(',', start);
-    if (end == std::string::npos) end = corpus.size();
-    if (end > start) options.corpus.push_back(corpus.substr(start, end - start));
-    start = end + 1;
-  }
+  options.corpus = split_comma_list(corpus);
   for (const std::string& file : options.corpus) {
     SG_CHECK(util::file_exists(file), "--corpus: " << file << " does not exist");
   }
   options.config = config;
   options.tokenizer_dir = tokenizer_dir;
-  options.default_tokenizer = util::join_path(SKILLGRAFT_DATA_DIR, "models/tok512.bin");
+  options.default_tokenizer = util::join_path(default_data_dir(), "models/tok512.bin");
   options.out_dir = out_dir;
   options.block_length = block;
   options.validation_fraction = validation_fraction;

@@ -21,6 +21,11 @@ int run_pretrain(const std::vector<std::string>& args);
 int run_inspect(const std::vector<std::string>& args);
 int run_tasks(const std::vector<std::string>& args);
 
+// llama2.c MODEL.bin + tokenizer.bin -> an HF model directory (convert --from llama2c; the demo's
+// base). Returns {"parameters", "llama2c_version"}.
+nlohmann::json convert_llama2c(const std::string& model_path, const std::string& tokenizer_path,
+                               const std::string& out_dir, uint64_t max_shard_bytes = 0);
+
 // Flags every verb has.
 struct CommonOptions {
   int64_t threads = 0;

@@ -1,6 +1,15 @@
 #include "cli/train_flags.h"
 
+#include <unistd.h>
+
+#include <sstream>
+
 #include "util/error.h"
+#include "util/file.h"
+
+#ifndef SKILLGRAFT_DATA_DIR
+#define SKILLGRAFT_DATA_DIR ""
+#endif
 
 namespace sg::cli {
 
@@ -43,6 +52,41 @@ train::TrainOptions to_train_options(const TrainFlags& t) {
   options.seed = static_cast<uint64_t>(t.seed);
   options.resume = t.resume;
   return options;
+}
+
+void add_task_flags(FlagSet& flags, TaskFlags* task, const std::string& seed_flag, const std::string& seed_help) {
+  flags.add_int(seed_flag, &task->seed, seed_help);
+  flags.add_int("n", &task->train_size, "a built-in task's train examples (validation and test get n/4 each)");
+}
+
+data::LoadedTask load_task_from_flags(const std::string& spec, const TaskFlags& task, const std::string& seed_flag) {
+  SG_CHECK(task.seed >= 0, "--" << seed_flag << " must be >= 0, got " << task.seed);
+  data::BuiltinTaskOptions options;
+  options.seed = static_cast<uint64_t>(task.seed);
+  options.train_size = task.train_size;
+  return data::load_task(spec, options);
+}
+
+std::vector<std::string> split_comma_list(const std::string& text) {
+  std::vector<std::string> items;
+  std::stringstream stream(text);
+  std::string item;
+  while (std::getline(stream, item, ',')) {
+    if (!item.empty()) items.push_back(item);
+  }
+  return items;
+}
+
+std::string default_data_dir() {
+  const std::string built_in = SKILLGRAFT_DATA_DIR;
+  if (!built_in.empty() && util::file_exists(util::join_path(built_in, "models/stories260K.bin"))) return built_in;
+  char path[4096];
+  const ssize_t length = ::readlink("/proc/self/exe", path, sizeof(path) - 1);
+  if (length > 0) {
+    const std::string exe(path, static_cast<size_t>(length));
+    return util::join_path(exe.substr(0, exe.rfind('/')), "../data");
+  }
+  return "data";
 }
 
 }  // namespace sg::cli

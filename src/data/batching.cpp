@@ -31,6 +31,13 @@ EncodedSequence encode_for_training(const io::Tokenizer& tokenizer, const Exampl
   return encode_completion(tokenizer, example.prompt, example.completion);
 }
 
+std::vector<EncodedSequence> encode_for_training(const io::Tokenizer& tokenizer, const std::vector<Example>& examples) {
+  std::vector<EncodedSequence> sequences;
+  sequences.reserve(examples.size());
+  for (const Example& example : examples) sequences.push_back(encode_for_training(tokenizer, example));
+  return sequences;
+}
+
 std::vector<EncodedSequence> encode_choices(const io::Tokenizer& tokenizer, const Example& example) {
   std::vector<EncodedSequence> sequences;
   sequences.reserve(example.choices.size());

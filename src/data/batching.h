@@ -31,6 +31,9 @@ EncodedSequence encode_completion(const io::Tokenizer& tokenizer, const std::str
 // The sequence an example is trained on: its completion, or its correct choice.
 EncodedSequence encode_for_training(const io::Tokenizer& tokenizer, const Example& example);
 
+// encode_for_training over a whole split.
+std::vector<EncodedSequence> encode_for_training(const io::Tokenizer& tokenizer, const std::vector<Example>& examples);
+
 // One sequence per choice of a choice example.
 std::vector<EncodedSequence> encode_choices(const io::Tokenizer& tokenizer, const Example& example);
 

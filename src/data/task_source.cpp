@@ -58,4 +58,13 @@ const std::vector<Example>& task_split(const LoadedTask& task, const std::string
   SG_FAIL("unknown split '" << split << "'; hint: use train, validation or test");
 }
 
+std::vector<Example> validation_examples(const LoadedTask& task, int64_t max_examples) {
+  SG_CHECK(max_examples >= 0, "--eval-examples must be >= 0, got " << max_examples);
+  std::vector<Example> examples = task.splits.validation.empty() ? task.splits.train : task.splits.validation;
+  if (max_examples > 0 && static_cast<int64_t>(examples.size()) > max_examples) {
+    examples.resize(static_cast<size_t>(max_examples));
+  }
+  return examples;
+}
+
 }  // namespace sg::data

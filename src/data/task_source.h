@@ -22,4 +22,8 @@ LoadedTask load_task(const std::string& spec, const BuiltinTaskOptions& options)
 // The examples of split "train", "validation" or "test"; throws for another name.
 const std::vector<Example>& task_split(const LoadedTask& task, const std::string& split);
 
+// The examples a run validates on: the first max_examples (0: all) of the validation split, or of
+// the train split for a task without one.
+std::vector<Example> validation_examples(const LoadedTask& task, int64_t max_examples);
+
 }  // namespace sg::data

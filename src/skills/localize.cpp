@@ -9,6 +9,7 @@
 #include "train/trainer.h"
 #include "util/error.h"
 #include "util/log.h"
+#include "util/regex.h"
 
 namespace sg::skills {
 
@@ -68,15 +69,15 @@ void write_flat_graft(io::StateDict& work, const FlatLayout& layout, const torch
 // Mean completion loss of one batch of training examples; leaves ∂L/∂θ in the work model.
 double loss_and_gradients(model::CausalLM& work, io::StateDict& weights, const FlatLayout& layout,
                           const std::vector<data::EncodedSequence>& examples, int64_t batch_size, int64_t step,
-                          uint64_t seed) {
+                          train::EpochOrder& order) {
   for (const std::string& name : layout.names) {
     torch::Tensor grad = weights[name].mutable_grad();
     if (grad.defined()) grad.zero_();
   }
   std::vector<const data::EncodedSequence*> sequences;
   const int64_t size = std::min<int64_t>(batch_size, static_cast<int64_t>(examples.size()));
-  for (int64_t index : train::micro_batch_indices(static_cast<int64_t>(examples.size()), size, step, seed)) {
-    sequences.push_back(&examples[static_cast<size_t>(index)]);
+  for (int64_t i = 0; i < size; ++i) {
+    sequences.push_back(&examples[static_cast<size_t>(order.at(step * size + i))]);
   }
   data::Batch batch = data::make_batch(sequences, work.config().max_positions);
   torch::Tensor loss = train::batch_loss_sum(work, batch) / static_cast<double>(std::max<int64_t>(batch.target_count, 1));
@@ -128,14 +129,7 @@ std::vector<std::string> candidate_names(const io::StateDict& base, const io::St
   SG_CHECK(base.size() == finetuned.size(),
            "the base has " << base.size() << " tensors and the fine-tuned model " << finetuned.size()
                            << "; hint: both must be the same architecture (the fine-tune of this base)");
-  std::regex pattern;
-  if (!exclude.empty()) {
-    try {
-      pattern = std::regex(exclude);
-    } catch (const std::regex_error& error) {
-      SG_FAIL("--exclude '" << exclude << "' is not a valid regular expression (" << error.what() << ")");
-    }
-  }
+  const std::regex pattern = exclude.empty() ? std::regex() : util::compile_flag_regex("--exclude", exclude);
   std::vector<std::string> names;
   for (const auto& item : base) {
     const torch::Tensor* other = finetuned.find(item.key());
@@ -184,6 +178,7 @@ LocalizeResult localize(model::CausalLM& work, const io::StateDict& base, const 
   result.candidates = layout.total;
   const int64_t k = std::max<int64_t>(1, std::llround(options.fraction * static_cast<double>(layout.total)));
 
+  train::EpochOrder order(static_cast<int64_t>(examples.size()), options.seed);
   io::StateDict weights = model::model_state_dict(work);
   for (const auto& item : weights) item.value().set_requires_grad(false);
   for (const std::string& name : names) weights[name].set_requires_grad(true);
@@ -209,7 +204,7 @@ LocalizeResult localize(model::CausalLM& work, const io::StateDict& base, const 
     const int64_t batches = std::min<int64_t>(4, (static_cast<int64_t>(examples.size()) + options.batch_size - 1) /
                                                      options.batch_size);
     for (int64_t b = 0; b < batches; ++b) {
-      loss_and_gradients(work, weights, layout, examples, options.batch_size, b, options.seed);
+      loss_and_gradients(work, weights, layout, examples, options.batch_size, b, order);
       saliency += layout.flatten(weights, /*gradients=*/true);
     }
     best_mask = top_k_mask((saliency * delta_flat).abs(), k);
@@ -248,7 +243,7 @@ LocalizeResult localize(model::CausalLM& work, const io::StateDict& base, const 
       // Forward at the hard mask (graft) or the relaxed one (graft-sigmoid); ∂L/∂γ = ∂L/∂θ ⊙ δ.
       const torch::Tensor gamma = sigmoid ? relaxed() : hard_mask().to(torch::kFloat);
       write_flat_graft(weights, layout, base_flat, delta_flat, gamma);
-      loss_and_gradients(work, weights, layout, examples, options.batch_size, step, options.seed);
+      loss_and_gradients(work, weights, layout, examples, options.batch_size, step, order);
       torch::Tensor grad = layout.flatten(weights, /*gradients=*/true) * delta_flat;
       if (sigmoid) {
         torch::Tensor s = torch::sigmoid(scores - options.sigmoid_bias);

@@ -11,6 +11,7 @@
 #include "util/error.h"
 #include "util/file.h"
 #include "util/log.h"
+#include "util/regex.h"
 
 namespace sg::train {
 
@@ -66,14 +67,7 @@ std::vector<std::string> select_parameters(const model::CausalLM& model, const s
                                            const std::string& layers) {
   SG_CHECK(!regex.empty() || !layers.empty(),
            "--mode select needs --params REGEX and/or --layers A-B; hint: e.g. --params 'mlp' or --layers 2-3");
-  std::regex pattern;
-  if (!regex.empty()) {
-    try {
-      pattern = std::regex(regex);
-    } catch (const std::regex_error& error) {
-      SG_FAIL("--params '" << regex << "' is not a valid regular expression (" << error.what() << ")");
-    }
-  }
+  const std::regex pattern = regex.empty() ? std::regex() : util::compile_flag_regex("--params", regex);
   std::pair<int64_t, int64_t> range{-1, -1};
   if (!layers.empty()) range = parse_layer_range(layers, model.config().num_layers);
   std::vector<std::string> selected;
@@ -141,15 +135,8 @@ FinetuneResult finetune(const FinetuneOptions& options, const data::LoadedTask& 
   }
   result.trainable_parameters = count_elements(trainable);
 
-  std::vector<data::EncodedSequence> examples;
-  for (const data::Example& example : task.splits.train) {
-    examples.push_back(data::encode_for_training(*base.tokenizer, example));
-  }
-  std::vector<data::Example> validation = task.splits.validation;
-  if (validation.empty()) validation = task.splits.train;  // a task without a validation split
-  if (options.eval_examples > 0 && static_cast<int64_t>(validation.size()) > options.eval_examples) {
-    validation.resize(static_cast<size_t>(options.eval_examples));
-  }
+  const std::vector<data::EncodedSequence> examples = data::encode_for_training(*base.tokenizer, task.splits.train);
+  const std::vector<data::Example> validation = data::validation_examples(task, options.eval_examples);
 
   TrainOptions train_options = options.train;
   train_options.run_dir = options.out_dir;

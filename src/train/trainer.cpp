@@ -24,34 +24,6 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// Epoch e's order: a Fisher-Yates shuffle drawn from its own seeded generator, so any micro-batch
-// can be found from (seed, index) alone and a resumed run sees the same batches.
-class EpochOrder {
- public:
-  EpochOrder(int64_t count, uint64_t seed) : count_(count), seed_(seed) {}
-  int64_t at(int64_t position) {
-    const int64_t epoch = position / count_;
-    if (epoch != epoch_) shuffle(epoch);
-    return order_[static_cast<size_t>(position % count_)];
-  }
-
- private:
-  void shuffle(int64_t epoch) {
-    order_.resize(static_cast<size_t>(count_));
-    for (int64_t i = 0; i < count_; ++i) order_[static_cast<size_t>(i)] = i;
-    std::mt19937_64 rng(seed_ * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(epoch) + 1);
-    for (int64_t i = count_ - 1; i > 0; --i) {
-      const auto j = static_cast<int64_t>(data::uniform_below(rng, static_cast<uint64_t>(i + 1)));
-      std::swap(order_[static_cast<size_t>(i)], order_[static_cast<size_t>(j)]);
-    }
-    epoch_ = epoch;
-  }
-  int64_t count_;
-  uint64_t seed_;
-  int64_t epoch_ = -1;
-  std::vector<int64_t> order_;
-};
-
 std::string format_duration(double seconds) {
   const auto total = static_cast<long long>(std::max(0.0, seconds) + 0.5);
   char text[32];
@@ -120,6 +92,23 @@ std::string first_difference(const nlohmann::json& saved, const nlohmann::json& 
 }
 
 }  // namespace
+
+int64_t EpochOrder::at(int64_t position) {
+  const int64_t epoch = position / count_;
+  if (epoch != epoch_) shuffle(epoch);
+  return order_[static_cast<size_t>(position % count_)];
+}
+
+void EpochOrder::shuffle(int64_t epoch) {
+  order_.resize(static_cast<size_t>(count_));
+  for (int64_t i = 0; i < count_; ++i) order_[static_cast<size_t>(i)] = i;
+  std::mt19937_64 rng(seed_ * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(epoch) + 1);
+  for (int64_t i = count_ - 1; i > 0; --i) {
+    const auto j = static_cast<int64_t>(data::uniform_below(rng, static_cast<uint64_t>(i + 1)));
+    std::swap(order_[static_cast<size_t>(i)], order_[static_cast<size_t>(j)]);
+  }
+  epoch_ = epoch;
+}
 
 at::Tensor batch_loss_sum(model::CausalLM& model, const data::Batch& batch) {
   // inputs: (B, T) -> logits (B, T, V)

@@ -69,6 +69,22 @@ TrainResult train(model::CausalLM& model, const io::StateDict& trainable,
 // that carries gradients when they are recorded.
 at::Tensor batch_loss_sum(model::CausalLM& model, const data::Batch& batch);
 
+// Which example sits at each position of the run's stream: epoch e is a Fisher-Yates shuffle drawn
+// from its own seeded generator, so any position is found from (seed, position) alone and a resumed
+// run sees the same batches. Positions are consumed in order, one epoch's shuffle cached.
+class EpochOrder {
+ public:
+  EpochOrder(int64_t count, uint64_t seed) : count_(count), seed_(seed) {}
+  int64_t at(int64_t position);
+
+ private:
+  void shuffle(int64_t epoch);
+  int64_t count_;
+  uint64_t seed_;
+  int64_t epoch_ = -1;
+  std::vector<int64_t> order_;
+};
+
 // The example indices of micro-batch `micro_batch` (0-based over the run): epochs are seeded
 // permutations of all examples, consumed in order.
 std::vector<int64_t> micro_batch_indices(int64_t example_count, int64_t batch_size, int64_t micro_batch,
