@@ -5,6 +5,7 @@
 
 #include <torch/nn/module.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +25,12 @@ struct KVCache {
   int64_t capacity() const { return keys.empty() ? 0 : keys[0].size(2); }
 };
 
+// Called by every FFN with its neuron activations: the (B, T, I) tensor right before the output
+// projection (Llama: silu(gate) * up, also on the fused path; GPT-2: gelu(c_fc(x))). `layer` is the
+// decoder layer's index. The hook may read the activation (to record it), edit it in place, or
+// replace it (to ablate neurons); the projection sees what it leaves there.
+using FfnHook = std::function<void(int64_t layer, torch::Tensor& activation)>;
+
 class CausalLM : public torch::nn::Module {
  public:
   explicit CausalLM(ModelConfig config) : config_(std::move(config)) {}
@@ -34,6 +41,10 @@ class CausalLM : public torch::nn::Module {
   virtual torch::Tensor forward(const torch::Tensor& tokens, KVCache* cache = nullptr) = 0;
   // An empty cache for `batch` sequences of up to `capacity` positions, on the model's device.
   KVCache make_cache(int64_t batch, int64_t capacity) const;
+
+  // Empty (the default): the FFNs run exactly as without hooks. Set by the caller for the forwards
+  // it wants to observe or edit, and cleared afterwards; not saved with the model.
+  FfnHook ffn_hook;
 
  protected:
   // Checks tokens (B, T) against the vocabulary and the context left after the cache's

@@ -31,8 +31,10 @@ Gpt2MLPImpl::Gpt2MLPImpl(const ModelConfig& c) {
   c_proj = register_module("c_proj", Conv1D(c.intermediate_size, c.hidden_size));
 }
 
-torch::Tensor Gpt2MLPImpl::forward(const torch::Tensor& x) {
-  return c_proj(torch::gelu(c_fc(x), "tanh"));  // gelu_new is the tanh approximation
+torch::Tensor Gpt2MLPImpl::forward(const torch::Tensor& x, int64_t layer, const FfnHook* hook) {
+  torch::Tensor activation = torch::gelu(c_fc(x), "tanh");  // (B, T, I); gelu_new is the tanh approximation
+  if (hook != nullptr) (*hook)(layer, activation);
+  return c_proj(activation);
 }
 
 Gpt2BlockImpl::Gpt2BlockImpl(const ModelConfig& c) {
@@ -42,9 +44,10 @@ Gpt2BlockImpl::Gpt2BlockImpl(const ModelConfig& c) {
   mlp = register_module("mlp", Gpt2MLP(c));
 }
 
-torch::Tensor Gpt2BlockImpl::forward(const torch::Tensor& x, KVCache* cache, int64_t layer) {
+torch::Tensor Gpt2BlockImpl::forward(const torch::Tensor& x, KVCache* cache, int64_t layer,
+                                     const FfnHook* ffn_hook) {
   torch::Tensor h = x + attn(ln_1(x), cache, layer);
-  return h + mlp(ln_2(h));
+  return h + mlp->forward(ln_2(h), layer, ffn_hook);
 }
 
 Gpt2TrunkImpl::Gpt2TrunkImpl(const ModelConfig& c) {
@@ -68,8 +71,9 @@ torch::Tensor Gpt2LMHeadModel::forward(const torch::Tensor& tokens, KVCache* cac
   const int64_t T = tokens.size(1);
   torch::Tensor positions = torch::arange(past, past + T, tokens.options().dtype(torch::kLong));
   torch::Tensor h = transformer->wte(tokens) + transformer->wpe(positions);  // (B, T, C)
+  const FfnHook* hook = ffn_hook ? &ffn_hook : nullptr;
   for (size_t i = 0; i < blocks_.size(); ++i) {
-    h = blocks_[i]->forward(h, cache, static_cast<int64_t>(i));
+    h = blocks_[i]->forward(h, cache, static_cast<int64_t>(i), hook);
   }
   if (cache != nullptr) cache->length = past + T;
   return torch::linear(transformer->ln_f(h), transformer->wte->weight);  // (B, T, V)

@@ -26,8 +26,9 @@ TORCH_MODULE(Gpt2Attention);
 class Gpt2MLPImpl : public torch::nn::Module {
  public:
   explicit Gpt2MLPImpl(const ModelConfig& config);
-  // x: (B, T, C) -> (B, T, C)
-  torch::Tensor forward(const torch::Tensor& x);
+  // x: (B, T, C) -> (B, T, C). `hook` (may be null) sees the (B, T, I) gelu(c_fc(x)) of block
+  // `layer` before c_proj.
+  torch::Tensor forward(const torch::Tensor& x, int64_t layer = 0, const FfnHook* hook = nullptr);
   Conv1D c_fc{nullptr}, c_proj{nullptr};
 };
 TORCH_MODULE(Gpt2MLP);
@@ -35,8 +36,8 @@ TORCH_MODULE(Gpt2MLP);
 class Gpt2BlockImpl : public torch::nn::Module {
  public:
   explicit Gpt2BlockImpl(const ModelConfig& config);
-  // x: (B, T, C) -> (B, T, C)
-  torch::Tensor forward(const torch::Tensor& x, KVCache* cache, int64_t layer);
+  // x: (B, T, C) -> (B, T, C); `ffn_hook` (may be null) is passed to the MLP.
+  torch::Tensor forward(const torch::Tensor& x, KVCache* cache, int64_t layer, const FfnHook* ffn_hook = nullptr);
   LayerNorm ln_1{nullptr}, ln_2{nullptr};
   Gpt2Attention attn{nullptr};
   Gpt2MLP mlp{nullptr};

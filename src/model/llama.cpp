@@ -47,10 +47,12 @@ LlamaMLPImpl::LlamaMLPImpl(const ModelConfig& c) {
   down_proj = register_module("down_proj", Linear(c.intermediate_size, c.hidden_size, c.mlp_bias));
 }
 
-torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x) {
-  torch::Tensor gate = gate_proj(x), up = up_proj(x);
-  if (fused_ops_apply(gate) && fused_ops_apply(up)) return down_proj(fused_swiglu(gate, up));
-  return down_proj(torch::silu(gate) * up);
+torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x, int64_t layer, const FfnHook* hook) {
+  torch::Tensor gate = gate_proj(x), up = up_proj(x);  // (B, T, I)
+  torch::Tensor activation = fused_ops_apply(gate) && fused_ops_apply(up) ? fused_swiglu(gate, up)
+                                                                          : torch::silu(gate) * up;
+  if (hook != nullptr) (*hook)(layer, activation);
+  return down_proj(activation);
 }
 
 LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const ModelConfig& c) {
@@ -62,9 +64,10 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const ModelConfig& c) {
 }
 
 torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
-                                             const torch::Tensor& sin, KVCache* cache, int64_t layer) {
+                                             const torch::Tensor& sin, KVCache* cache, int64_t layer,
+                                             const FfnHook* ffn_hook) {
   torch::Tensor h = x + self_attn(input_layernorm(x), cos, sin, cache, layer);
-  return h + mlp(post_attention_layernorm(h));
+  return h + mlp->forward(post_attention_layernorm(h), layer, ffn_hook);
 }
 
 LlamaTrunkImpl::LlamaTrunkImpl(const ModelConfig& c) {
@@ -92,8 +95,9 @@ torch::Tensor LlamaForCausalLM::forward(const torch::Tensor& tokens, KVCache* ca
   torch::Tensor h = model->embed_tokens(tokens);  // (B, T, C)
   torch::Tensor cos, sin;
   std::tie(cos, sin) = rope_.slice(past, T, h.scalar_type(), h.device());
+  const FfnHook* hook = ffn_hook ? &ffn_hook : nullptr;
   for (size_t i = 0; i < layer_list_.size(); ++i) {
-    h = layer_list_[i]->forward(h, cos, sin, cache, static_cast<int64_t>(i));
+    h = layer_list_[i]->forward(h, cos, sin, cache, static_cast<int64_t>(i), hook);
   }
   if (cache != nullptr) cache->length = past + T;
   h = model->norm(h);

@@ -29,8 +29,9 @@ TORCH_MODULE(LlamaAttention);
 class LlamaMLPImpl : public torch::nn::Module {
  public:
   explicit LlamaMLPImpl(const ModelConfig& config);
-  // x: (B, T, C) -> (B, T, C); down(silu(gate(x)) * up(x))
-  torch::Tensor forward(const torch::Tensor& x);
+  // x: (B, T, C) -> (B, T, C); down(silu(gate(x)) * up(x)). `hook` (may be null) sees the
+  // (B, T, I) silu(gate(x)) * up(x) of decoder layer `layer` before down_proj.
+  torch::Tensor forward(const torch::Tensor& x, int64_t layer = 0, const FfnHook* hook = nullptr);
   Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(LlamaMLP);
@@ -38,9 +39,9 @@ TORCH_MODULE(LlamaMLP);
 class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
   explicit LlamaDecoderLayerImpl(const ModelConfig& config);
-  // x: (B, T, C) -> (B, T, C)
+  // x: (B, T, C) -> (B, T, C); `ffn_hook` (may be null) is passed to the MLP.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        KVCache* cache, int64_t layer);
+                        KVCache* cache, int64_t layer, const FfnHook* ffn_hook = nullptr);
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   LlamaAttention self_attn{nullptr};
   LlamaMLP mlp{nullptr};
