@@ -17,8 +17,10 @@ int run_finetune(const std::vector<std::string>& args);
 int run_generate(const std::vector<std::string>& args);
 int run_graft(const std::vector<std::string>& args);
 int run_localize(const std::vector<std::string>& args);
+int run_neurons(const std::vector<std::string>& args);
 int run_pretrain(const std::vector<std::string>& args);
 int run_inspect(const std::vector<std::string>& args);
+int run_report(const std::vector<std::string>& args);
 int run_tasks(const std::vector<std::string>& args);
 
 // llama2.c MODEL.bin + tokenizer.bin -> an HF model directory (convert --from llama2c; the demo's

@@ -28,7 +28,9 @@ const Verb kVerbs[] = {
     {"graft", sg::cli::run_graft, "apply a sparse skill file to its base model, or remove it (--remove)"},
     {"inspect", sg::cli::run_inspect, "list the tensors and metadata of a safetensors file or model"},
     {"localize", sg::cli::run_localize, "find the few parameters that carry a fine-tuned skill; write the skill file"},
+    {"neurons", sg::cli::run_neurons, "per task, the FFN neurons that stand out, their overlap, and ablating them"},
     {"pretrain", sg::cli::run_pretrain, "train a base model of your own from text files"},
+    {"report", sg::cli::run_report, "render the demo's results.json as one self-contained HTML page (SVG charts)"},
     {"tasks", sg::cli::run_tasks, "list the built-in tasks, or write one as a task directory"},
 };
 
