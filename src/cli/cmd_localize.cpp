@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "cli/flags.h"
+#include "cli/localize_runs.h"
 #include "cli/train_flags.h"
 #include "data/batching.h"
 #include "data/task_source.h"
@@ -34,14 +35,6 @@ std::vector<double> parse_fractions(const std::string& text) {
   return fractions;
 }
 
-// (value - base) / (finetuned - base), NaN when fine-tuning changed nothing.
-double recovery(double value, double base, double finetuned) {
-  const double gain = finetuned - base;
-  return std::abs(gain) > 1e-12 ? (value - base) / gain : std::nan("");
-}
-
-nlohmann::json number_or_null(double value) { return std::isfinite(value) ? nlohmann::json(value) : nlohmann::json(); }
-
 }  // namespace
 
 int run_localize(const std::vector<std::string>& args) {
@@ -50,7 +43,8 @@ int run_localize(const std::vector<std::string>& args) {
   int64_t steps = 100, batch_size = 128, eval_every = 10, seeds = 1, seed = 0;
   TaskFlags task_flags;
   int64_t eval_examples = 100;
-  double lr = 0.02;
+  double lr = 0;
+  std::string score_optimizer = "nsgd";
   CommonOptions common;
   FlagSet flags("localize", "skillgraft localize --base DIR --finetuned DIR --task TASK --out SKILL [options]",
                 "Finds the fraction of parameters that carries what the fine-tune taught: grafting only their\n"
@@ -69,7 +63,9 @@ int run_localize(const std::vector<std::string>& args) {
   flags.add_int("seeds", &seeds, "repeat each run with this many seeds (mean and spread)");
   flags.add_int("seed", &seed, "first seed (mask init for graft-sigmoid/random, batch order)");
   flags.add_int("steps", &steps, "graft optimisation steps");
-  flags.add_double("lr", &lr, "Adam learning rate on the mask scores");
+  flags.add_string("score-optimizer", &score_optimizer,
+                   "nsgd (gradient over its RMS; recovers more) or adam (the issue's first design)");
+  flags.add_double("lr", &lr, "learning rate on the mask scores; 0 = the optimizer's default (nsgd 0.5, adam 0.02)");
   flags.add_int("batch-size", &batch_size, "training examples per step");
   flags.add_int("eval-every", &eval_every, "validate the current mask every N steps (the best is kept)");
   flags.add_int("eval-examples", &eval_examples, "validation examples per check (0 = all)");
@@ -89,30 +85,15 @@ int run_localize(const std::vector<std::string>& args) {
   options.method = skills::localize_method_from_name(method_name);
   options.exclude = exclude;
   options.steps = steps;
-  options.lr = lr;
+  options.score_optimizer = skills::score_optimizer_from_name(score_optimizer);
+  SG_CHECK(lr >= 0, "--lr must be >= 0, got " << lr << "; hint: 0 picks the optimizer's default");
+  options.lr = lr > 0 ? lr : skills::default_score_lr(options.score_optimizer);
   options.batch_size = batch_size;
   options.eval_every = eval_every;
 
   const data::LoadedTask task = load_task_from_flags(task_spec, task_flags, "task-seed");
-  model::LoadedModel base = model::load_model_dir(base_dir);
-  SG_CHECK(base.tokenizer != nullptr, base_dir << " has no tokenizer; hint: localization evaluates the task with it");
-  model::LoadedModel finetuned = model::load_model_dir(finetuned_dir);
-  model::LoadedModel work = model::load_model_dir(base_dir);
-  const io::StateDict base_weights = model::model_state_dict(*base.model);
-  const io::StateDict finetuned_weights = model::model_state_dict(*finetuned.model);
-  skills::candidate_names(base_weights, finetuned_weights, exclude);  // fails early on mismatched models
-
-  const std::vector<data::EncodedSequence> examples = data::encode_for_training(*base.tokenizer, task.splits.train);
-  const std::vector<data::Example> validation = data::validation_examples(task, eval_examples);
-  eval::EvalOptions eval_options;
-  const eval::EvalResult base_eval = eval::evaluate(*base.model, *base.tokenizer, task.splits.test, eval_options);
-  const eval::EvalResult finetuned_eval =
-      eval::evaluate(*finetuned.model, *base.tokenizer, task.splits.test, eval_options);
-  util::log_info("test " + task.metric + ": base " + std::to_string(base_eval.score) + ", fine-tuned " +
-                 std::to_string(finetuned_eval.score));
-  const skills::GraftScore score = [&](model::CausalLM& model) {
-    return eval::evaluate(model, *base.tokenizer, validation, eval_options).score;
-  };
+  LocalizationSession session(base_dir, finetuned_dir, task, eval_examples);
+  skills::candidate_names(session.base_weights(), session.finetuned_weights(), exclude);  // a bad --exclude fails early
 
   nlohmann::json runs = nlohmann::json::array();
   for (double run_fraction : fractions) {
@@ -120,48 +101,12 @@ int run_localize(const std::vector<std::string>& args) {
     for (int64_t s = 0; s < seeds; ++s) {
       options.fraction = run_fraction;
       options.seed = static_cast<uint64_t>(seed + s);
-      skills::LocalizeResult located =
-          skills::localize(*work.model, base_weights, finetuned_weights, examples, options, score);
-      const eval::EvalResult graft_eval = eval::evaluate(*work.model, *base.tokenizer, task.splits.test, eval_options);
-      skills::SparseSkill skill = skills::make_sparse_skill(base_weights, finetuned_weights, located.mask, task.name);
-      const double metric_recovery = recovery(graft_eval.score, base_eval.score, finetuned_eval.score);
-      // Loss recovery: the share of the fine-tune's loss drop on the answer tokens the graft keeps.
-      const double loss_recovery = recovery(graft_eval.loss, base_eval.loss, finetuned_eval.loss);
-      nlohmann::json run = {{"method", method_name},
-                            {"fraction", run_fraction},
-                            {"seed", seed + s},
-                            {"selected", located.selected},
-                            {"candidates", located.candidates},
-                            {"base", base_eval.score},
-                            {"finetuned", finetuned_eval.score},
-                            {"graft", graft_eval.score},
-                            {"recovery", number_or_null(metric_recovery)},
-                            {"loss_base", base_eval.loss},
-                            {"loss_finetuned", finetuned_eval.loss},
-                            {"loss_graft", graft_eval.loss},
-                            {"loss_recovery", number_or_null(loss_recovery)},
-                            {"ece_finetuned", number_or_null(finetuned_eval.ece)},
-                            {"ece_graft", number_or_null(graft_eval.ece)},
-                            {"best_validation", located.best_validation},
-                            {"best_step", located.best_step},
-                            {"seconds", located.seconds},
-                            {"where", skills::describe_sparse_skill(skill)}};
-      if (options.method == skills::LocalizeMethod::kGraftSigmoid) run["relaxed_mass_over_budget"] = located.relaxed_mass;
-      std::printf("%s %s fraction %.4g seed %lld: %lld of %lld parameters; test %s base %.3f fine-tuned %.3f graft %.3f "
-                  "(recovery %.2f, loss recovery %.2f) in %.1f s\n",
-                  task.name.c_str(), method_name.c_str(), run_fraction, static_cast<long long>(seed + s),
-                  static_cast<long long>(located.selected), static_cast<long long>(located.candidates),
-                  task.metric.c_str(), base_eval.score, finetuned_eval.score, graft_eval.score, metric_recovery,
-                  loss_recovery, located.seconds);
-      std::fflush(stdout);
-      scores.push_back(graft_eval.score);
+      skills::SparseSkill skill;
+      nlohmann::json run = session.run(options, &skill);
+      scores.push_back(run["graft"].get<double>());
       runs.push_back(run);
       const bool main_run = run_fraction == fraction && s == 0;
-      if (!out_path.empty() && (sweep.empty() || main_run)) {
-        skill.metrics.update({{"metric", task.metric}, {"base", base_eval.score}, {"finetuned", finetuned_eval.score},
-                              {"graft", graft_eval.score}, {"fraction", run_fraction}, {"method", method_name}});
-        skills::save_sparse_skill(out_path, skill);
-      }
+      if (!out_path.empty() && (sweep.empty() || main_run)) skills::save_sparse_skill(out_path, skill);
     }
     if (seeds > 1) {
       torch::Tensor values = torch::tensor(scores, torch::kDouble);
@@ -173,8 +118,8 @@ int run_localize(const std::vector<std::string>& args) {
   write_json_output(common, {{"task", task.name},
                              {"kind", task.kind},
                              {"metric", task.metric},
-                             {"base_fingerprint", io::state_dict_fingerprint(base_weights)},
-                             {"ece_base", number_or_null(base_eval.ece)},
+                             {"base_fingerprint", io::state_dict_fingerprint(session.base_weights())},
+                             {"ece_base", number_or_null(session.base_eval().ece)},
                              {"runs", runs},
                              {"out", out_path}});
   return 0;

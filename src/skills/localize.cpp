@@ -113,6 +113,14 @@ LocalizeMethod localize_method_from_name(const std::string& name) {
   SG_FAIL("unknown --method '" << name << "'; hint: use graft, graft-sigmoid, movement, saliency or random");
 }
 
+ScoreOptimizer score_optimizer_from_name(const std::string& name) {
+  if (name == "nsgd") return ScoreOptimizer::kNormalizedSgd;
+  if (name == "adam") return ScoreOptimizer::kAdam;
+  SG_FAIL("unknown --score-optimizer '" << name << "'; hint: use nsgd (normalized gradient descent) or adam");
+}
+
+double default_score_lr(ScoreOptimizer optimizer) { return optimizer == ScoreOptimizer::kAdam ? 0.02 : 0.5; }
+
 std::string localize_method_name(LocalizeMethod method) {
   switch (method) {
     case LocalizeMethod::kGraft: return "graft";
@@ -227,6 +235,7 @@ LocalizeResult localize(model::CausalLM& work, const io::StateDict& base, const 
     auto hard_mask = [&]() { return sigmoid ? top_k_mask(relaxed(), k) : top_k_mask(scores, k); };
     AdamState adam;
     result.best_validation = -std::numeric_limits<double>::infinity();
+    double recent_loss = std::nan("");
     for (int64_t step = 0; step <= options.steps; ++step) {
       const bool evaluate = step % options.eval_every == 0 || step == options.steps;
       if (evaluate && score) {
@@ -238,18 +247,30 @@ LocalizeResult localize(model::CausalLM& work, const io::StateDict& base, const 
           result.best_step = step;
           best_mask = mask;
         }
+        util::log_info(localize_method_name(options.method) + " step " + std::to_string(step) + "/" +
+                       std::to_string(options.steps) + ": train loss " + std::to_string(recent_loss) +
+                       ", validation " + std::to_string(value) + " (best " +
+                       std::to_string(result.best_validation) + " at step " + std::to_string(result.best_step) + ")");
       }
       if (step == options.steps) break;
       // Forward at the hard mask (graft) or the relaxed one (graft-sigmoid); ∂L/∂γ = ∂L/∂θ ⊙ δ.
       const torch::Tensor gamma = sigmoid ? relaxed() : hard_mask().to(torch::kFloat);
       write_flat_graft(weights, layout, base_flat, delta_flat, gamma);
-      loss_and_gradients(work, weights, layout, examples, options.batch_size, step, order);
+      recent_loss = loss_and_gradients(work, weights, layout, examples, options.batch_size, step, order);
       torch::Tensor grad = layout.flatten(weights, /*gradients=*/true) * delta_flat;
       if (sigmoid) {
         torch::Tensor s = torch::sigmoid(scores - options.sigmoid_bias);
         grad = grad * (1 - 2 * movement_mask) * s * (1 - s);
       }
-      adam.step(scores, grad, options.lr);
+      if (options.score_optimizer == ScoreOptimizer::kAdam) {
+        adam.step(scores, grad, options.lr);
+      } else {
+        // Normalized gradient descent: the step is the gradient over its root mean square, so
+        // elements move in proportion to their evidence (Adam moves every element by about lr,
+        // and the many with only noise churn through the top-k).
+        const double rms = grad.pow(2).mean().sqrt().item<double>();
+        if (rms > 0) scores.add_(grad, -options.lr / rms);
+      }
     }
     if (!best_mask.defined()) best_mask = hard_mask();
     if (sigmoid) result.relaxed_mass = relaxed().sum().item<double>() / static_cast<double>(k);

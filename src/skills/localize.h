@@ -23,12 +23,18 @@ enum class LocalizeMethod { kGraft, kGraftSigmoid, kMovement, kSaliency, kRandom
 LocalizeMethod localize_method_from_name(const std::string& name);  // graft, graft-sigmoid, ...
 std::string localize_method_name(LocalizeMethod method);
 
+// How the graft methods update the mask scores from ∂L/∂γ.
+enum class ScoreOptimizer { kNormalizedSgd, kAdam };
+ScoreOptimizer score_optimizer_from_name(const std::string& name);  // nsgd, adam
+double default_score_lr(ScoreOptimizer optimizer);                   // nsgd 0.5, adam 0.02
+
 struct LocalizeOptions {
   LocalizeMethod method = LocalizeMethod::kGraft;
   double fraction = 0.01;   // of the candidate parameters, in (0, 1]
   std::string exclude;      // regex: parameters left out of the candidates (default: none)
   int64_t steps = 100;      // graft / graft-sigmoid optimisation steps
-  double lr = 0.02;         // Adam on the mask scores
+  ScoreOptimizer score_optimizer = ScoreOptimizer::kNormalizedSgd;
+  double lr = 0.5;          // on the mask scores (default_score_lr of the optimizer)
   int64_t batch_size = 128; // training examples per step (and for saliency's gradient)
   int64_t eval_every = 10;  // validation of the current mask; the best is kept
   double sigmoid_bias = 10; // graft-sigmoid: γ = γ0 + (1 − 2γ0) σ(S − b)
