@@ -7,12 +7,15 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "cli/demo_skills.h"
+#include "cli/localize_runs.h"
 #include "cli/flags.h"
 #include "cli/train_flags.h"
 #include "data/task_source.h"
 #include "eval/evaluator.h"
 #include "io/hf_checkpoint.h"
 #include "model/causal_lm.h"
+#include "skills/skill.h"
 #include "train/finetune.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -78,12 +81,239 @@ void print_matrix(const std::vector<data::LoadedTask>& tasks, const std::vector<
   }
 }
 
+// The full fine-tune of one recipe: SGD with momentum, 5% warmup, cosine to 10%.
+train::FinetuneOptions specialist_options(const Recipe& recipe, const std::string& base_dir, const std::string& out,
+                                          bool quick, int64_t seed) {
+  train::FinetuneOptions options;
+  options.base_dir = base_dir;
+  options.out_dir = out;
+  options.mode = train::FinetuneMode::kFull;
+  options.train.lr = recipe.lr;
+  options.train.steps = quick ? recipe.quick_steps : recipe.steps;
+  options.train.batch_size = recipe.batch_size;
+  options.train.eval_every = recipe.eval_every;
+  options.train.checkpoint_every = 0;
+  options.train.warmup_steps = options.train.steps / 20;
+  options.train.min_lr_ratio = 0.1;
+  options.train.seed = static_cast<uint64_t>(seed);
+  return options;
+}
+
+train::ScoreFunction validation_scorer() {
+  return [](model::CausalLM& model, const io::Tokenizer& tokenizer, const std::vector<data::Example>& examples) {
+    return eval::evaluate(model, tokenizer, examples, eval::EvalOptions()).score;
+  };
+}
+
+// Pairs of tasks expected to share more of their skills than the rest.
+const std::vector<std::pair<std::string, std::string>> kRelatedTasks = {{"country_code", "currency"},
+                                                                          {"opposite", "sentiment"}};
+
+const std::vector<double> kSweep = {0.001, 0.0025, 0.005, 0.01, 0.02, 0.05};
+
+std::string format_score(const nlohmann::json& value) {
+  if (!value.is_number()) return "-";
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.3f", value.get<double>());
+  return text;
+}
+
+void print_localization(const nlohmann::json& entries, double fraction) {
+  std::printf("\nlocalization at %.2g%% of the parameters (test split; recovery = (graft - base) / (finetuned - base))\n",
+              fraction * 100);
+  std::printf("%-14s %7s %7s %7s %9s %9s %9s %9s %7s %10s\n", "task", "base", "ft", "graft", "recovery", "loss rec",
+              "movement", "saliency", "random", "budget 90%");
+  for (const nlohmann::json& entry : entries) {
+    if (!entry.contains("graft")) continue;
+    std::string budget = entry.contains("budget_90") ? (entry["budget_90"].is_number()
+                                                            ? format_score(entry["budget_90"])
+                                                            : std::string("> sweep"))
+                                                     : std::string("-");
+    std::printf("%-14s %7s %7s %7s %9s %9s %9s %9s %7s %10s\n", entry["name"].get<std::string>().c_str(),
+                format_score(entry["base"]).c_str(), format_score(entry["finetuned"]).c_str(),
+                format_score(entry["graft"]).c_str(), format_score(entry["recovery"]).c_str(),
+                format_score(entry["loss_recovery"]).c_str(), format_score(entry["movement"]).c_str(),
+                format_score(entry["saliency"]).c_str(), format_score(entry["random"]).c_str(), budget.c_str());
+  }
+}
+
+void print_overlap(const nlohmann::json& overlap) {
+  const std::vector<std::string> names = overlap["tasks"];
+  std::printf("\nJaccard overlap of the skills' parameters\n%-14s", "");
+  for (const std::string& name : names) std::printf(" %12s", name.c_str());
+  std::printf("\n");
+  for (size_t i = 0; i < names.size(); ++i) {
+    std::printf("%-14s", names[i].c_str());
+    for (size_t j = 0; j < names.size(); ++j) std::printf(" %12.3f", overlap["jaccard"][i][j].get<double>());
+    std::printf("\n");
+  }
+  std::printf("related pairs: mean %s; unrelated pairs: mean %s\n", format_score(overlap["related_mean"]).c_str(),
+              format_score(overlap["unrelated_mean"]).c_str());
+}
+
+// All the tasks' training examples in one task; each task contributes at least
+// min(2000, the largest task's size) examples (small tasks repeated) so none is drowned out.
+data::LoadedTask mixed_task(const std::vector<data::LoadedTask>& tasks) {
+  data::LoadedTask mixed;
+  mixed.name = "multitask";
+  mixed.kind = "custom";
+  mixed.metric = "mean";
+  size_t largest = 0;
+  for (const data::LoadedTask& task : tasks) largest = std::max(largest, task.splits.train.size());
+  const size_t floor = std::min<size_t>(2000, largest);
+  for (const data::LoadedTask& task : tasks) {
+    const std::vector<data::Example>& train = task.splits.train;
+    const size_t count = std::max(train.size(), floor);
+    for (size_t i = 0; i < count && !train.empty(); ++i) mixed.splits.train.push_back(train[i % train.size()]);
+    for (size_t i = 0; i < std::min<size_t>(50, task.splits.validation.size()); ++i) {
+      mixed.splits.validation.push_back(task.splits.validation[i]);
+    }
+  }
+  return mixed;
+}
+
+// The elicited tasks once more with AdamW specialists (same steps, AdamW's default lr 1e-3),
+// localized like the SGD ones: the SGD and AdamW rows side by side.
+nlohmann::json optimizer_contrast(const std::string& base_dir, const std::string& out_dir,
+                                  const std::vector<data::LoadedTask>& tasks, const std::vector<const Recipe*>& recipes,
+                                  const nlohmann::json& task_entries, const SkillStudyOptions& study, int64_t seed) {
+  nlohmann::json rows = nlohmann::json::array();
+  SkillStudyOptions one = study;
+  one.seeds = 1;
+  one.sweep.clear();
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    if (tasks[i].kind != "elicited") continue;
+    const nlohmann::json& sgd = task_entries[i];
+    rows.push_back({{"task", tasks[i].name}, {"optimizer", "sgd"}, {"finetuned", sgd["finetuned"]},
+                    {"graft", sgd["graft"]}, {"movement", sgd["movement"]}, {"recovery", sgd["recovery"]},
+                    {"loss_recovery", sgd["loss_recovery"]}, {"fraction", study.fraction}});
+    train::FinetuneOptions options = specialist_options(
+        *recipes[i], base_dir, util::join_path(out_dir, "specialists_adamw/" + tasks[i].name), false, seed);
+    options.train.optimizer.kind = train::OptimizerKind::kAdamW;
+    options.train.lr = 1e-3;
+    util::log_info("optimizer contrast: AdamW specialist for " + tasks[i].name);
+    train::finetune(options, tasks[i], validation_scorer());
+    skills::SparseSkill skill;
+    nlohmann::json fields = localize_specialist(base_dir, options.out_dir, tasks[i], one,
+                                                util::join_path(out_dir, "skills/" + tasks[i].name + "_adamw.safetensors"), &skill);
+    rows.push_back({{"task", tasks[i].name}, {"optimizer", "adamw"}, {"finetuned", fields["runs"][0]["finetuned"]},
+                    {"graft", fields["graft"]}, {"movement", fields["movement"]}, {"recovery", fields["recovery"]},
+                    {"loss_recovery", fields["loss_recovery"]}, {"fraction", study.fraction}});
+  }
+  std::printf("\noptimizer contrast at %.2g%%\n%-14s %-9s %7s %7s %9s %9s %9s\n", study.fraction * 100, "task",
+              "optimizer", "ft", "graft", "movement", "recovery", "loss rec");
+  for (const nlohmann::json& row : rows) {
+    std::printf("%-14s %-9s %7s %7s %9s %9s %9s\n", row["task"].get<std::string>().c_str(),
+                row["optimizer"].get<std::string>().c_str(), format_score(row["finetuned"]).c_str(),
+                format_score(row["graft"]).c_str(), format_score(row["movement"]).c_str(),
+                format_score(row["recovery"]).c_str(), format_score(row["loss_recovery"]).c_str());
+  }
+  return rows;
+}
+
+// One model fine-tuned on all the tasks at once; each task localized in it against the base; then,
+// task by task, that task's parameters reset to the base and every task scored again.
+nlohmann::json removal_study(const std::string& base_dir, const std::string& out_dir,
+                             const std::vector<data::LoadedTask>& all_tasks, const SkillStudyOptions& study,
+                             int64_t seed, bool quick) {
+  // The quick demo leaves out add (it needs ~1,250 steps of batch 64 on its own).
+  std::vector<data::LoadedTask> tasks;
+  for (const data::LoadedTask& task : all_tasks) {
+    if (!quick || task.name != "add") tasks.push_back(task);
+  }
+  const data::LoadedTask mixed = mixed_task(tasks);
+  train::FinetuneOptions options;
+  options.base_dir = base_dir;
+  options.out_dir = util::join_path(out_dir, "multitask");
+  options.train.lr = 0.1;
+  options.train.steps = quick ? 600 : 3000;
+  options.train.batch_size = quick ? 32 : 64;
+  options.train.eval_every = quick ? 100 : 250;
+  options.train.checkpoint_every = 0;
+  options.train.warmup_steps = options.train.steps / 20;
+  options.train.min_lr_ratio = 0.1;
+  options.train.target_score = 1.01;  // the mean over tasks decides the best model; no early stop
+  options.train.seed = static_cast<uint64_t>(seed);
+  const train::ScoreFunction mean_validation = [&](model::CausalLM& model, const io::Tokenizer& tokenizer,
+                                                   const std::vector<data::Example>&) {
+    double sum = 0;
+    for (const data::LoadedTask& task : tasks) {
+      eval::EvalOptions eval_options;
+      eval_options.max_examples = 50;
+      sum += eval::evaluate(model, tokenizer, task.splits.validation, eval_options).score;
+    }
+    return sum / static_cast<double>(tasks.size());
+  };
+  util::log_info("removal: one model fine-tuned on " + std::to_string(tasks.size()) + " tasks");
+  train::finetune(options, mixed, mean_validation);
+
+  model::LoadedModel base = model::load_model_dir(base_dir);
+  model::LoadedModel multitask = model::load_model_dir(options.out_dir);
+  const io::StateDict base_weights = model::model_state_dict(*base.model);
+  io::StateDict weights = model::model_state_dict(*multitask.model);
+  io::StateDict multitask_weights;
+  for (const auto& item : weights) multitask_weights.insert(item.key(), item.value().detach().clone());
+  auto score_all = [&]() {
+    nlohmann::json scores = nlohmann::json::object();
+    for (const data::LoadedTask& task : tasks) {
+      scores[task.name] = eval::evaluate(*multitask.model, *multitask.tokenizer, task.splits.test, eval::EvalOptions()).score;
+    }
+    return scores;
+  };
+  const nlohmann::json before = score_all();
+  SkillStudyOptions one = study;
+  one.seeds = 1;
+  one.sweep.clear();
+  nlohmann::json localized = nlohmann::json::object();
+  nlohmann::json rows = nlohmann::json::array();
+  for (const data::LoadedTask& task : tasks) {
+    LocalizationSession session(base_dir, options.out_dir, task, one.eval_examples);
+    skills::LocalizeOptions run_options;
+    run_options.fraction = one.fraction;
+    run_options.steps = one.steps;
+    run_options.seed = static_cast<uint64_t>(seed);
+    skills::SparseSkill skill;
+    nlohmann::json run = session.run(run_options, &skill);
+    localized[task.name] = {{"graft", run["graft"]}, {"recovery", run["recovery"]}, {"loss_recovery", run["loss_recovery"]}};
+    reset_to_base(weights, base_weights, skill);
+    const nlohmann::json after = score_all();
+    double others = 0;
+    for (const data::LoadedTask& other : tasks) {
+      if (other.name != task.name) others += before[other.name].get<double>() - after[other.name].get<double>();
+    }
+    rows.push_back({{"removed", task.name},
+                    {"scores", after},
+                    {"target_drop", before[task.name].get<double>() - after[task.name].get<double>()},
+                    {"others_mean_drop", tasks.size() > 1 ? others / static_cast<double>(tasks.size() - 1) : 0.0}});
+    torch::NoGradGuard no_grad;
+    for (const auto& item : multitask_weights) weights[item.key()].copy_(item.value());
+  }
+  std::printf("\nremoval from the multi-task model (%.2g%% of the parameters reset to the base per task)\n%-14s %7s",
+              study.fraction * 100, "removed", "drop");
+  for (const data::LoadedTask& task : tasks) std::printf(" %12s", task.name.c_str());
+  std::printf("\n%-14s %7s", "(none)", "");
+  for (const data::LoadedTask& task : tasks) std::printf(" %12.3f", before[task.name].get<double>());
+  std::printf("\n");
+  for (const nlohmann::json& row : rows) {
+    std::printf("%-14s %7.3f", row["removed"].get<std::string>().c_str(), row["target_drop"].get<double>());
+    for (const data::LoadedTask& task : tasks) {
+      std::printf(" %11.3f%s", row["scores"][task.name].get<double>(), row["removed"] == task.name ? "*" : " ");
+    }
+    std::printf("  (others' mean drop %.3f)\n", row["others_mean_drop"].get<double>());
+  }
+  std::vector<std::string> names;
+  for (const data::LoadedTask& task : tasks) names.push_back(task.name);
+  return {{"model", options.out_dir}, {"fraction", study.fraction}, {"tasks", names},
+          {"scores", before}, {"localized", localized}, {"rows", rows}};
+}
+
 }  // namespace
 
 int run_demo(const std::vector<std::string>& args) {
   std::string out_dir = "out/demo", data_dir;
   bool quick = false;
-  int64_t seed = 0;
+  int64_t seed = 0, localize_steps = 100;
+  bool specialists_only = false;
   CommonOptions common;
   FlagSet flags("demo", "skillgraft demo [--quick] [--out DIR] [options]",
                 "Runs the whole path on the embedded base model (stories260K): converts it, makes every\n"
@@ -94,10 +324,13 @@ int run_demo(const std::vector<std::string>& args) {
   flags.add_bool("quick", &quick, "fewer tasks and steps (a few minutes)");
   flags.add_string("data", &data_dir, "the repository's data/ directory (found automatically)");
   flags.add_int("seed", &seed, "seed of the tasks and of training");
+  flags.add_bool("specialists-only", &specialists_only, "stop after the specialists (no localization, overlap, removal)");
+  flags.add_int("localize-steps", &localize_steps, "graft optimisation steps per localization");
   flags.add_common(&common.threads, &common.json_path, &common.quiet);
   if (!flags.parse(args)) return 0;
   apply_common(common);
   SG_CHECK(seed >= 0, "--seed must be >= 0, got " << seed);
+  SG_CHECK(localize_steps >= 0, "--localize-steps must be >= 0, got " << localize_steps);
   if (data_dir.empty()) data_dir = default_data_dir();
   const auto start = std::chrono::steady_clock::now();
 
@@ -140,18 +373,8 @@ int run_demo(const std::vector<std::string>& args) {
   bool all_pass = true;
   for (size_t i = 0; i < tasks.size(); ++i) {
     const Recipe& recipe = *recipes[i];
-    train::FinetuneOptions options;
-    options.base_dir = base_dir;
-    options.out_dir = util::join_path(out_dir, std::string("specialists/") + recipe.task);
-    options.mode = train::FinetuneMode::kFull;
-    options.train.lr = recipe.lr;
-    options.train.steps = quick ? recipe.quick_steps : recipe.steps;
-    options.train.batch_size = recipe.batch_size;
-    options.train.eval_every = recipe.eval_every;
-    options.train.checkpoint_every = 0;
-    options.train.warmup_steps = options.train.steps / 20;
-    options.train.min_lr_ratio = 0.1;
-    options.train.seed = static_cast<uint64_t>(seed);
+    const train::FinetuneOptions options = specialist_options(
+        recipe, base_dir, util::join_path(out_dir, std::string("specialists/") + recipe.task), quick, seed);
     util::log_info("specialist " + std::to_string(i + 1) + "/" + std::to_string(tasks.size()) + ": " + recipe.task);
     const auto task_start = std::chrono::steady_clock::now();
     train::FinetuneResult trained = train::finetune(options, tasks[i], validation_score);
@@ -181,6 +404,33 @@ int run_demo(const std::vector<std::string>& args) {
   }
   print_matrix(tasks, base_scores, matrix);
 
+  nlohmann::json overlap, removal, contrast;
+  if (!specialists_only) {
+    // Localize every specialist at the default budget (and the sweep in the full demo).
+    SkillStudyOptions study;
+    study.seeds = quick ? 1 : 2;
+    if (!quick) study.sweep = kSweep;
+    study.steps = localize_steps;
+    study.seed = static_cast<uint64_t>(seed);
+    std::vector<std::string> names;
+    std::vector<skills::SparseSkill> task_skills(tasks.size());
+    util::make_directories(util::join_path(out_dir, "skills"));
+    for (size_t i = 0; i < tasks.size(); ++i) {
+      util::log_info("localizing " + std::to_string(i + 1) + "/" + std::to_string(tasks.size()) + ": " + tasks[i].name);
+      nlohmann::json fields = localize_specialist(
+          base_dir, task_entries[i]["specialist"].get<std::string>(), tasks[i], study,
+          util::join_path(out_dir, "skills/" + tasks[i].name + ".safetensors"), &task_skills[i]);
+      task_entries[i].update(fields);
+      names.push_back(tasks[i].name);
+    }
+    print_localization(task_entries, study.fraction);
+    overlap = skill_overlap(names, task_skills, kRelatedTasks);
+    print_overlap(overlap);
+
+    if (!quick) contrast = optimizer_contrast(base_dir, out_dir, tasks, recipes, task_entries, study, seed);
+    removal = removal_study(base_dir, out_dir, tasks, study, seed, quick);
+  }
+
   nlohmann::json base_json = {{"name", "stories260K"}, {"dir", base_dir}, {"scores", nlohmann::json::object()}};
   for (size_t j = 0; j < tasks.size(); ++j) base_json["scores"][tasks[j].name] = base_scores[j];
   const double seconds = seconds_since(start);
@@ -191,6 +441,9 @@ int run_demo(const std::vector<std::string>& args) {
                             {"matrix", matrix},
                             {"matrix_rows", "specialist i (tasks order) evaluated on task j, test split"},
                             {"all_pass", all_pass},
+                            {"overlap", overlap},
+                            {"optimizer_contrast", contrast},
+                            {"removal", removal},
                             {"seconds", seconds}};
   io::write_json_file(util::join_path(out_dir, "results.json"), results);
   std::printf("\n%s; %.0f s; results in %s\n",

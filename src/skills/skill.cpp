@@ -145,6 +145,8 @@ void add_sparse(io::StateDict& weights, const SparseSkill& skill, double sign) {
   }
 }
 
+}  // namespace
+
 // "model.layers.3.mlp.up_proj.weight" -> layer 3, kind "up_proj"; "model.embed_tokens.weight" ->
 // layer -1, kind "embed_tokens"; GPT-2's "transformer.h.0.attn.c_attn.bias" -> 0, "c_attn.bias".
 void layer_and_kind(const std::string& name, int64_t* layer, std::string* kind) {
@@ -176,7 +178,6 @@ void layer_and_kind(const std::string& name, int64_t* layer, std::string* kind) 
   *kind = (dot == std::string::npos ? stem : stem.substr(dot + 1)) + suffix;
 }
 
-}  // namespace
 
 int64_t SparseSkill::parameter_count() const {
   int64_t total = 0;

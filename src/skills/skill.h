@@ -63,6 +63,10 @@ bool is_skill_metadata(const io::Metadata& metadata);
 void apply_sparse_skill(io::StateDict& weights, const SparseSkill& skill, bool check_base = true);
 void remove_sparse_skill(io::StateDict& weights, const SparseSkill& skill);
 
+// "model.layers.3.mlp.up_proj.weight" -> layer 3, kind "up_proj"; "model.embed_tokens.weight" ->
+// layer -1, kind "embed_tokens"; GPT-2's "transformer.h.0.attn.c_attn.bias" -> 0, "c_attn.bias".
+void layer_and_kind(const std::string& name, int64_t* layer, std::string* kind);
+
 // Where the skill's parameters are: {kind, base_fingerprint, task, metrics, parameters,
 // per_layer: [count per layer index], outside_layers (embeddings, final norm, head),
 // per_kind: {"q_proj": n, ..., "embed_tokens": n, "norm": n}, per_layer_kind: {kind: [per layer]},
