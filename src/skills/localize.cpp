@@ -2,8 +2,12 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
+#include <iterator>
+#include <limits>
 #include <regex>
 
 #include "train/trainer.h"
@@ -15,10 +19,11 @@ namespace sg::skills {
 
 namespace {
 
-// The candidate tensors laid end to end: one flat vector of N values.
+// The candidate tensors laid end to end: flat index i of the (N) vectors and masks is element
+// i - offsets[t] of tensor t.
 struct FlatLayout {
   std::vector<std::string> names;
-  std::vector<int64_t> offsets;
+  std::vector<int64_t> offsets;  // one per name, then N
   int64_t total = 0;
 
   FlatLayout(const std::vector<std::string>& candidate, const io::StateDict& reference) : names(candidate) {
@@ -26,53 +31,87 @@ struct FlatLayout {
       offsets.push_back(total);
       total += reference[name].numel();
     }
+    offsets.push_back(total);
   }
-  // (N) float32 copy of the named tensors (or of their gradients).
-  torch::Tensor flatten(const io::StateDict& tensors, bool gradients = false) const {
-    std::vector<torch::Tensor> pieces;
-    for (const std::string& name : names) {
-      torch::Tensor value = gradients ? tensors[name].grad() : tensors[name];
-      if (!value.defined()) value = torch::zeros_like(tensors[name]);
-      pieces.push_back(value.detach().to(torch::kFloat).reshape({-1}));
-    }
-    return torch::cat(pieces);
+  // The part of a flat (N) vector that belongs to tensor t.
+  torch::Tensor slice(const torch::Tensor& flat, size_t t) const {
+    return flat.narrow(0, offsets[t], offsets[t + 1] - offsets[t]);
   }
-  std::map<std::string, torch::Tensor> split_mask(const torch::Tensor& flat, const io::StateDict& reference) const {
-    std::map<std::string, torch::Tensor> mask;
-    for (size_t i = 0; i < names.size(); ++i) {
-      const torch::Tensor& shape_of = reference[names[i]];
-      mask[names[i]] = flat.narrow(0, offsets[i], shape_of.numel()).reshape(shape_of.sizes()).clone();
-    }
-    return mask;
+  // The entries of sorted flat `indices` that fall into tensor t, as local indices.
+  torch::Tensor local(const torch::Tensor& indices, size_t t) const {
+    const int64_t* begin = indices.data_ptr<int64_t>();
+    const int64_t* end = begin + indices.numel();
+    const int64_t* first = std::lower_bound(begin, end, offsets[t]);
+    const int64_t* last = std::lower_bound(first, end, offsets[t + 1]);
+    return indices.narrow(0, first - begin, last - first) - offsets[t];
+  }
+  // Bool mask of tensor t's shape with ones at the mask's entries in it.
+  torch::Tensor local_mask(const torch::Tensor& indices, size_t t, const torch::Tensor& shape_of) const {
+    torch::Tensor mask = torch::zeros({shape_of.numel()}, torch::kBool);
+    mask.index_fill_(0, local(indices, t), true);
+    return mask.reshape(shape_of.sizes());
   }
 };
 
-// Exactly k ones at the k largest scores (ties broken by topk's order).
-torch::Tensor top_k_mask(const torch::Tensor& scores, int64_t k) {
-  torch::Tensor indices = std::get<1>(scores.topk(k, /*dim=*/0, /*largest=*/true, /*sorted=*/false));
-  torch::Tensor mask = torch::zeros(scores.sizes(), torch::kBool);
-  mask.index_fill_(0, indices, true);
-  return mask;
+// δ of one tensor, float32, flat: computed where needed instead of kept.
+torch::Tensor delta_of(const io::StateDict& base, const io::StateDict& finetuned, const std::string& name) {
+  torch::NoGradGuard no_grad;  // the models' parameters may require grad
+  return (finetuned[name].to(torch::kFloat) - base[name].to(torch::kFloat)).reshape({-1});
 }
 
-// Writes base + weight ⊙ delta (flat) into the work model's candidate tensors.
-void write_flat_graft(io::StateDict& work, const FlatLayout& layout, const torch::Tensor& base_flat,
-                      const torch::Tensor& delta_flat, const torch::Tensor& weight_flat) {
-  torch::NoGradGuard no_grad;
-  torch::Tensor grafted = base_flat + weight_flat.to(torch::kFloat) * delta_flat;
-  for (size_t i = 0; i < layout.names.size(); ++i) {
-    torch::Tensor target = work[layout.names[i]];
-    target.copy_(grafted.narrow(0, layout.offsets[i], target.numel()).reshape(target.sizes()));
+// float -> uint32 whose unsigned order is the order torch::topk ranks by: -0 and +0 equal, every
+// NaN above +inf.
+uint32_t order_key(float value) {
+  if (std::isnan(value)) return 0xFFFFFFFFu;
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  if ((bits & 0x7FFFFFFFu) == 0) bits = 0;
+  return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+}
+
+// The k largest entries of a flat float32 vector, as sorted flat indices (int64), without a copy
+// of the vector: a two-pass radix select (16 bits a pass) finds the k-th largest value, a third
+// pass collects. Entries tied with the k-th value are taken lowest index first. (torch::topk sorts
+// (value, index) pairs as doubles, an (N) buffer four times the vector's size, and leaves the
+// order of ties to std::partial_sort / nth_element.)
+torch::Tensor top_k_indices(const torch::Tensor& values, int64_t k) {
+  SG_CHECK(values.dim() == 1 && values.scalar_type() == torch::kFloat && values.is_contiguous(),
+           "top_k_indices needs a flat contiguous float32 vector");
+  const int64_t n = values.numel();
+  SG_CHECK(k >= 1 && k <= n, "top-k of " << n << " values with k " << k);
+  const float* data = values.data_ptr<float>();
+  std::vector<int64_t> high(65536, 0), low(65536, 0);
+  for (int64_t i = 0; i < n; ++i) ++high[order_key(data[i]) >> 16];
+  int64_t above = 0;  // entries above the k-th value's bucket, then above the k-th value
+  uint32_t bucket = 65535;
+  while (above + high[bucket] < k) above += high[bucket--];
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t key = order_key(data[i]);
+    if ((key >> 16) == bucket) ++low[key & 0xFFFFu];
   }
+  uint32_t lowest = 65535;
+  while (above + low[lowest] < k) above += low[lowest--];
+  const uint32_t threshold = (bucket << 16) | lowest;
+  int64_t tied_wanted = k - above;
+  torch::Tensor indices = torch::empty({k}, torch::kLong);
+  int64_t* out = indices.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t key = order_key(data[i]);
+    if (key > threshold || (key == threshold && tied_wanted-- > 0)) *out++ = i;
+  }
+  return indices;
 }
 
-// Mean completion loss of one batch of training examples; leaves ∂L/∂θ in the work model.
+// Mean completion loss of one batch of training examples; adds ∂L/∂θ to the work model's .grad
+// (zeroed first unless `accumulate`).
 double loss_and_gradients(model::CausalLM& work, io::StateDict& weights, const FlatLayout& layout,
                           const std::vector<data::EncodedSequence>& examples, int64_t batch_size, int64_t step,
-                          train::EpochOrder& order) {
-  for (const std::string& name : layout.names) {
-    torch::Tensor grad = weights[name].mutable_grad();
-    if (grad.defined()) grad.zero_();
+                          train::EpochOrder& order, bool accumulate = false) {
+  if (!accumulate) {
+    for (const std::string& name : layout.names) {
+      torch::Tensor grad = weights[name].mutable_grad();
+      if (grad.defined()) grad.zero_();
+    }
   }
   std::vector<const data::EncodedSequence*> sequences;
   const int64_t size = std::min<int64_t>(batch_size, static_cast<int64_t>(examples.size()));
@@ -85,24 +124,229 @@ double loss_and_gradients(model::CausalLM& work, io::StateDict& weights, const F
   return loss.item<double>();
 }
 
-struct AdamState {
-  torch::Tensor m, v;
-  int64_t t = 0;
-  void step(torch::Tensor& parameter, const torch::Tensor& grad, double lr) {
-    if (!m.defined()) {
-      m = torch::zeros_like(parameter);
-      v = torch::zeros_like(parameter);
+// Sorted a minus sorted b.
+torch::Tensor sorted_difference(const torch::Tensor& a, const torch::Tensor& b) {
+  std::vector<int64_t> out;
+  const int64_t* pa = a.data_ptr<int64_t>();
+  const int64_t* pb = b.data_ptr<int64_t>();
+  std::set_difference(pa, pa + a.numel(), pb, pb + b.numel(), std::back_inserter(out));
+  return torch::tensor(out, torch::kLong);
+}
+
+}  // namespace
+
+struct GraftOptimizer::State {
+  model::CausalLM& work;
+  const io::StateDict& base;
+  const io::StateDict& finetuned;
+  const std::vector<data::EncodedSequence>& examples;
+  LocalizeOptions options;
+  FlatLayout layout;
+  io::StateDict weights;  // the work model's tensors (shared storage)
+  int64_t k = 0;
+  bool sigmoid = false;
+  torch::Tensor scores;      // (N)
+  torch::Tensor scratch;     // (N): ∂L/∂γ
+  torch::Tensor scratch2;    // (N): (∂L/∂γ)² for the normalized step; σ(S − b) and γ for sigmoid
+  torch::Tensor adam_m, adam_v;  // (N) each, --score-optimizer adam only
+  int64_t adam_t = 0;
+  torch::Tensor movement_mask;  // graft-sigmoid: top-k |δ|, sorted flat indices
+  torch::Tensor current;        // the hard mask of the current scores (undefined: scores changed)
+  torch::Tensor written;        // the hard mask work holds exactly (undefined: something else)
+  train::EpochOrder order;
+  int64_t step = 0;
+
+  State(model::CausalLM& work_model, const io::StateDict& base_weights, const io::StateDict& finetuned_weights,
+        const std::vector<data::EncodedSequence>& train_examples, const LocalizeOptions& localize_options)
+      : work(work_model),
+        base(base_weights),
+        finetuned(finetuned_weights),
+        examples(train_examples),
+        options(localize_options),
+        layout(candidate_names(base_weights, finetuned_weights, localize_options.exclude), base_weights),
+        weights(model::model_state_dict(work_model)),
+        order(static_cast<int64_t>(train_examples.size()), localize_options.seed) {
+    k = std::max<int64_t>(1, std::llround(options.fraction * static_cast<double>(layout.total)));
+    for (const auto& item : weights) item.value().set_requires_grad(false);
+    for (const std::string& name : layout.names) weights[name].set_requires_grad(true);
+    torch::NoGradGuard no_grad;
+    for (const auto& item : base) weights[item.key()].copy_(item.value());
+    written = torch::empty({0}, torch::kLong);
+  }
+
+  // scratch[t] = |δ_t| for every candidate tensor t.
+  void movement_into(torch::Tensor& flat) const {
+    for (size_t t = 0; t < layout.names.size(); ++t) {
+      torch::Tensor target = layout.slice(flat, t);
+      torch::abs_out(target, delta_of(base, finetuned, layout.names[t]));
     }
-    ++t;
-    m.mul_(0.9).add_(grad, 0.1);
-    v.mul_(0.999).addcmul_(grad, grad, 0.001);
-    const double bias1 = 1 - std::pow(0.9, static_cast<double>(t));
-    const double bias2 = 1 - std::pow(0.999, static_cast<double>(t));
-    parameter.addcdiv_(m, (v / bias2).sqrt_().add_(1e-8), -lr / bias1);
+  }
+
+  // scratch2 = γ = σ(S − b), mirrored (1 − σ) on the movement mask: the relaxed mask.
+  void relaxed_into_scratch2() {
+    scratch2.copy_(scores).sub_(options.sigmoid_bias).sigmoid_();
+    scratch2.index_copy_(0, movement_mask, 1 - scratch2.index_select(0, movement_mask));
+  }
+
+  // work = θ_base + γ ⊙ δ for the continuous γ in scratch2.
+  void write_relaxed() {
+    torch::NoGradGuard no_grad;
+    for (size_t t = 0; t < layout.names.size(); ++t) {
+      const std::string& name = layout.names[t];
+      torch::Tensor target = weights[name];
+      const torch::Tensor base_flat = base[name].to(torch::kFloat).reshape({-1});
+      target.copy_((base_flat + layout.slice(scratch2, t) * delta_of(base, finetuned, name)).reshape(target.sizes()));
+    }
+    written = torch::Tensor();
   }
 };
 
-}  // namespace
+GraftOptimizer::GraftOptimizer(model::CausalLM& work, const io::StateDict& base, const io::StateDict& finetuned,
+                               const std::vector<data::EncodedSequence>& examples, const LocalizeOptions& options)
+    : state_(std::make_unique<State>(work, base, finetuned, examples, options)) {
+  State& s = *state_;
+  SG_CHECK(!examples.empty(), "the task has no training examples; hint: graft learns from the train split");
+  s.sigmoid = options.method == LocalizeMethod::kGraftSigmoid;
+  const int64_t n = s.layout.total;
+  s.scores = torch::empty({n});
+  s.scratch = torch::empty({n});
+  s.scratch2 = torch::empty({n});
+  if (s.sigmoid) {
+    s.movement_into(s.scratch);
+    s.movement_mask = top_k_indices(s.scratch, s.k);
+    torch::Generator generator = at::detail::createCPUGenerator(options.seed);
+    s.scores = torch::rand({n}, generator);
+  } else {
+    // Scaled so the k-th largest movement is 1: the first mask is the movement mask.
+    s.movement_into(s.scores);
+    const torch::Tensor top = top_k_indices(s.scores, s.k);
+    const double kth = s.scores.index_select(0, top).min().item<double>();
+    s.scores.div_(kth > 0 ? kth : 1.0);
+  }
+  if (options.score_optimizer == ScoreOptimizer::kAdam) {
+    s.adam_m = torch::zeros({n});
+    s.adam_v = torch::zeros({n});
+  }
+}
+
+GraftOptimizer::~GraftOptimizer() = default;
+
+int64_t GraftOptimizer::candidates() const { return state_->layout.total; }
+int64_t GraftOptimizer::budget() const { return state_->k; }
+
+int64_t GraftOptimizer::buffer_bytes() const {
+  int64_t bytes = 0;
+  for (const torch::Tensor* t : {&state_->scores, &state_->scratch, &state_->scratch2, &state_->adam_m, &state_->adam_v}) {
+    if (t->defined()) bytes += t->numel() * static_cast<int64_t>(t->element_size());
+  }
+  return bytes;
+}
+
+at::Tensor GraftOptimizer::mask() {
+  State& s = *state_;
+  if (!s.current.defined()) {
+    if (s.sigmoid) {
+      s.relaxed_into_scratch2();
+      s.current = top_k_indices(s.scratch2, s.k);
+    } else {
+      s.current = top_k_indices(s.scores, s.k);
+    }
+  }
+  return s.current;
+}
+
+void GraftOptimizer::write(const at::Tensor& mask) {
+  State& s = *state_;
+  torch::NoGradGuard no_grad;
+  if (s.written.defined()) {
+    // Only the entries that change: exact values, so no drift however many steps.
+    const torch::Tensor added = sorted_difference(mask, s.written);
+    const torch::Tensor removed = sorted_difference(s.written, mask);
+    for (size_t t = 0; t < s.layout.names.size(); ++t) {
+      const std::string& name = s.layout.names[t];
+      torch::Tensor target = s.weights[name].view({-1});
+      for (const auto& [indices, source] : {std::make_pair(added, &s.finetuned), std::make_pair(removed, &s.base)}) {
+        const torch::Tensor local = s.layout.local(indices, t);
+        if (local.numel() == 0) continue;
+        target.index_copy_(0, local, (*source)[name].reshape({-1}).index_select(0, local).to(target.dtype()));
+      }
+    }
+  } else {
+    for (size_t t = 0; t < s.layout.names.size(); ++t) {
+      const std::string& name = s.layout.names[t];
+      torch::Tensor target = s.weights[name];
+      target.copy_(torch::where(s.layout.local_mask(mask, t, target), s.finetuned[name], s.base[name]));
+    }
+  }
+  s.written = mask;
+}
+
+std::map<std::string, at::Tensor> GraftOptimizer::split(const at::Tensor& mask) const {
+  std::map<std::string, at::Tensor> out;
+  for (size_t t = 0; t < state_->layout.names.size(); ++t) {
+    const std::string& name = state_->layout.names[t];
+    out[name] = state_->layout.local_mask(mask, t, state_->base[name]);
+  }
+  return out;
+}
+
+double GraftOptimizer::relaxed_mass() {
+  State& s = *state_;
+  if (!s.sigmoid) return 0;
+  s.relaxed_into_scratch2();
+  return s.scratch2.sum().item<double>() / static_cast<double>(s.k);
+}
+
+double GraftOptimizer::step() {
+  State& s = *state_;
+  // Forward at the hard mask (graft) or the relaxed one (graft-sigmoid); ∂L/∂γ = ∂L/∂θ ⊙ δ.
+  if (s.sigmoid) {
+    s.relaxed_into_scratch2();
+    s.write_relaxed();
+  } else {
+    write(mask());
+  }
+  const double loss = loss_and_gradients(s.work, s.weights, s.layout, s.examples, s.options.batch_size, s.step, s.order);
+  ++s.step;
+  torch::Tensor& grad = s.scratch;
+  for (size_t t = 0; t < s.layout.names.size(); ++t) {
+    const std::string& name = s.layout.names[t];
+    torch::Tensor target = s.layout.slice(grad, t);
+    const torch::Tensor& theta_grad = s.weights[name].grad();
+    if (!theta_grad.defined()) {
+      target.zero_();
+      continue;
+    }
+    torch::mul_out(target, theta_grad.detach().to(torch::kFloat).reshape({-1}), delta_of(s.base, s.finetuned, name));
+  }
+  if (s.sigmoid) {
+    // dγ/dS = ±σ(1 − σ), negative on the movement mask (γ = 1 − σ there); scratch2 holds σ
+    // (relaxed_into_scratch2 mirrored it on the mask: undo that first).
+    s.scratch2.copy_(s.scores).sub_(s.options.sigmoid_bias).sigmoid_();
+    grad.index_copy_(0, s.movement_mask, grad.index_select(0, s.movement_mask).neg());
+    grad.mul_(s.scratch2);
+    s.scratch2.neg_().add_(1);
+    grad.mul_(s.scratch2);
+  }
+  if (s.options.score_optimizer == ScoreOptimizer::kAdam) {
+    ++s.adam_t;
+    s.adam_m.mul_(0.9).add_(grad, 0.1);
+    s.adam_v.mul_(0.999).addcmul_(grad, grad, 0.001);
+    const double bias1 = 1 - std::pow(0.9, static_cast<double>(s.adam_t));
+    const double bias2 = 1 - std::pow(0.999, static_cast<double>(s.adam_t));
+    torch::div_out(s.scratch2, s.adam_v, bias2);
+    s.scores.addcdiv_(s.adam_m, s.scratch2.sqrt_().add_(1e-8), -s.options.lr / bias1);
+  } else {
+    // Normalized gradient descent: the step is the gradient over its root mean square, so
+    // elements move in proportion to their evidence (Adam moves every element by about lr,
+    // and the many with only noise churn through the top-k).
+    torch::pow_out(s.scratch2, grad, 2);
+    const double rms = s.scratch2.mean().sqrt().item<double>();
+    if (rms > 0) s.scores.add_(grad, -s.options.lr / rms);
+  }
+  s.current = torch::Tensor();
+  return loss;
+}
 
 LocalizeMethod localize_method_from_name(const std::string& name) {
   if (name == "graft") return LocalizeMethod::kGraft;
@@ -180,72 +424,23 @@ LocalizeResult localize(model::CausalLM& work, const io::StateDict& base, const 
            "the task has no training examples; hint: " << localize_method_name(options.method)
                                                        << " learns from the train split");
   const auto start = std::chrono::steady_clock::now();
-  const std::vector<std::string> names = candidate_names(base, finetuned, options.exclude);
-  const FlatLayout layout(names, base);
   LocalizeResult result;
-  result.candidates = layout.total;
-  const int64_t k = std::max<int64_t>(1, std::llround(options.fraction * static_cast<double>(layout.total)));
-
-  train::EpochOrder order(static_cast<int64_t>(examples.size()), options.seed);
-  io::StateDict weights = model::model_state_dict(work);
-  for (const auto& item : weights) item.value().set_requires_grad(false);
-  for (const std::string& name : names) weights[name].set_requires_grad(true);
-
-  const torch::Tensor base_flat = layout.flatten(base);
-  const torch::Tensor delta_flat = layout.flatten(finetuned) - base_flat;
-  const torch::Tensor movement = delta_flat.abs();
-  torch::Tensor best_mask;
-  {
-    torch::NoGradGuard no_grad;
-    for (const auto& item : base) weights[item.key()].copy_(item.value());
-  }
-
-  if (options.method == LocalizeMethod::kMovement) {
-    best_mask = top_k_mask(movement, k);
-  } else if (options.method == LocalizeMethod::kRandom) {
-    torch::Generator generator = at::detail::createCPUGenerator(options.seed);
-    best_mask = top_k_mask(torch::rand({layout.total}, generator), k);
-  } else if (options.method == LocalizeMethod::kSaliency) {
-    // |δ ⊙ ∂L/∂θ| at the fine-tuned model, gradients summed over up to 4 batches.
-    write_flat_graft(weights, layout, base_flat, delta_flat, torch::ones({layout.total}));
-    torch::Tensor saliency = torch::zeros({layout.total});
-    const int64_t batches = std::min<int64_t>(4, (static_cast<int64_t>(examples.size()) + options.batch_size - 1) /
-                                                     options.batch_size);
-    for (int64_t b = 0; b < batches; ++b) {
-      loss_and_gradients(work, weights, layout, examples, options.batch_size, b, order);
-      saliency += layout.flatten(weights, /*gradients=*/true);
-    }
-    best_mask = top_k_mask((saliency * delta_flat).abs(), k);
-  } else {
-    const bool sigmoid = options.method == LocalizeMethod::kGraftSigmoid;
-    const torch::Tensor movement_mask = top_k_mask(movement, k).to(torch::kFloat);
-    torch::Tensor scores;
-    if (sigmoid) {
-      torch::Generator generator = at::detail::createCPUGenerator(options.seed);
-      scores = torch::rand({layout.total}, generator);
-    } else {
-      // Scaled so the k-th largest movement is 1: the first mask is the movement mask.
-      const double kth = std::get<0>(movement.topk(k)).min().item<double>();
-      scores = movement / (kth > 0 ? kth : 1.0);
-    }
-    auto relaxed = [&]() {
-      torch::Tensor s = torch::sigmoid(scores - options.sigmoid_bias);
-      return movement_mask + (1 - 2 * movement_mask) * s;
-    };
-    auto hard_mask = [&]() { return sigmoid ? top_k_mask(relaxed(), k) : top_k_mask(scores, k); };
-    AdamState adam;
+  torch::Tensor best_mask;  // sorted flat indices
+  std::map<std::string, at::Tensor> mask;
+  if (options.method == LocalizeMethod::kGraft || options.method == LocalizeMethod::kGraftSigmoid) {
+    GraftOptimizer graft(work, base, finetuned, examples, options);
     result.best_validation = -std::numeric_limits<double>::infinity();
     double recent_loss = std::nan("");
     for (int64_t step = 0; step <= options.steps; ++step) {
       const bool evaluate = step % options.eval_every == 0 || step == options.steps;
       if (evaluate && score) {
-        torch::Tensor mask = hard_mask();
-        write_flat_graft(weights, layout, base_flat, delta_flat, mask);
+        const torch::Tensor current = graft.mask();
+        graft.write(current);
         const double value = score(work);
         if (value > result.best_validation) {
           result.best_validation = value;
           result.best_step = step;
-          best_mask = mask;
+          best_mask = current;
         }
         util::log_info(localize_method_name(options.method) + " step " + std::to_string(step) + "/" +
                        std::to_string(options.steps) + ": train loss " + std::to_string(recent_loss) +
@@ -253,32 +448,72 @@ LocalizeResult localize(model::CausalLM& work, const io::StateDict& base, const 
                        std::to_string(result.best_validation) + " at step " + std::to_string(result.best_step) + ")");
       }
       if (step == options.steps) break;
-      // Forward at the hard mask (graft) or the relaxed one (graft-sigmoid); ∂L/∂γ = ∂L/∂θ ⊙ δ.
-      const torch::Tensor gamma = sigmoid ? relaxed() : hard_mask().to(torch::kFloat);
-      write_flat_graft(weights, layout, base_flat, delta_flat, gamma);
-      recent_loss = loss_and_gradients(work, weights, layout, examples, options.batch_size, step, order);
-      torch::Tensor grad = layout.flatten(weights, /*gradients=*/true) * delta_flat;
-      if (sigmoid) {
-        torch::Tensor s = torch::sigmoid(scores - options.sigmoid_bias);
-        grad = grad * (1 - 2 * movement_mask) * s * (1 - s);
+      recent_loss = graft.step();
+    }
+    if (!best_mask.defined()) best_mask = graft.mask();
+    if (options.method == LocalizeMethod::kGraftSigmoid) result.relaxed_mass = graft.relaxed_mass();
+    graft.write(best_mask);
+    result.candidates = graft.candidates();
+    mask = graft.split(best_mask);
+  } else {
+    // The baselines need one (N) vector: the values they rank.
+    const FlatLayout layout(candidate_names(base, finetuned, options.exclude), base);
+    const int64_t k = std::max<int64_t>(1, std::llround(options.fraction * static_cast<double>(layout.total)));
+    io::StateDict weights = model::model_state_dict(work);
+    for (const auto& item : weights) item.value().set_requires_grad(false);
+    torch::Tensor ranked;
+    if (options.method == LocalizeMethod::kMovement) {
+      ranked = torch::empty({layout.total});
+      for (size_t t = 0; t < layout.names.size(); ++t) {
+        torch::Tensor target = layout.slice(ranked, t);
+        torch::abs_out(target, delta_of(base, finetuned, layout.names[t]));
       }
-      if (options.score_optimizer == ScoreOptimizer::kAdam) {
-        adam.step(scores, grad, options.lr);
-      } else {
-        // Normalized gradient descent: the step is the gradient over its root mean square, so
-        // elements move in proportion to their evidence (Adam moves every element by about lr,
-        // and the many with only noise churn through the top-k).
-        const double rms = grad.pow(2).mean().sqrt().item<double>();
-        if (rms > 0) scores.add_(grad, -options.lr / rms);
+    } else if (options.method == LocalizeMethod::kRandom) {
+      torch::Generator generator = at::detail::createCPUGenerator(options.seed);
+      ranked = torch::rand({layout.total}, generator);
+    } else {
+      // |δ ⊙ ∂L/∂θ| at the fine-tuned model, gradients summed over up to 4 batches (in .grad).
+      {
+        torch::NoGradGuard no_grad;
+        for (const auto& item : finetuned) weights[item.key()].copy_(item.value());
+      }
+      for (const std::string& name : layout.names) weights[name].set_requires_grad(true);
+      train::EpochOrder order(static_cast<int64_t>(examples.size()), options.seed);
+      const int64_t batches = std::min<int64_t>(4, (static_cast<int64_t>(examples.size()) + options.batch_size - 1) /
+                                                       options.batch_size);
+      ranked = torch::empty({layout.total});
+      for (int64_t b = 0; b < batches; ++b) {
+        loss_and_gradients(work, weights, layout, examples, options.batch_size, b, order, /*accumulate=*/b > 0);
+      }
+      for (size_t t = 0; t < layout.names.size(); ++t) {
+        const std::string& name = layout.names[t];
+        torch::Tensor target = layout.slice(ranked, t);
+        const torch::Tensor& grad = weights[name].grad();
+        if (!grad.defined()) {
+          target.zero_();
+          continue;
+        }
+        torch::mul_out(target, grad.detach().to(torch::kFloat).reshape({-1}), delta_of(base, finetuned, name));
+        target.abs_();
       }
     }
-    if (!best_mask.defined()) best_mask = hard_mask();
-    if (sigmoid) result.relaxed_mass = relaxed().sum().item<double>() / static_cast<double>(k);
+    best_mask = top_k_indices(ranked, k);
+    ranked = torch::Tensor();
+    result.candidates = layout.total;
+    torch::NoGradGuard no_grad;
+    for (const auto& item : base) weights[item.key()].copy_(item.value());
+    for (size_t t = 0; t < layout.names.size(); ++t) {
+      const std::string& name = layout.names[t];
+      mask[name] = layout.local_mask(best_mask, t, base[name]);
+      weights[name].copy_(torch::where(mask[name], finetuned[name], base[name]));
+    }
   }
-  write_flat_graft(weights, layout, base_flat, delta_flat, best_mask);
-  for (const auto& item : weights) item.value().set_requires_grad(false);
-  result.mask = layout.split_mask(best_mask, base);
-  result.selected = best_mask.sum().item<int64_t>();
+  for (const auto& item : model::model_state_dict(work)) {
+    item.value().set_requires_grad(false);
+    item.value().mutable_grad() = torch::Tensor();  // a model's worth of memory, needed no more
+  }
+  result.mask = std::move(mask);
+  result.selected = best_mask.numel();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
 }

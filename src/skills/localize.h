@@ -1,8 +1,9 @@
 // Skill localization: which few parameters of a fine-tune carry its skill. A mask γ with exactly
 // k = fraction · N ones over the candidate parameters defines the graft θ(γ) = θ_base + γ ⊙ δ,
 // δ = θ_ft − θ_base. Methods: a budget-exact learned mask (graft: straight-through top-k on
-// scores trained with Adam), the paper's sigmoid relaxation (graft-sigmoid), and the baselines at
-// the same budget (movement: top-k |δ|; saliency: top-k |δ ⊙ ∂L/∂θ|; random).
+// scores trained with normalized gradient descent or Adam), the paper's sigmoid relaxation
+// (graft-sigmoid), and the baselines at the same budget (movement: top-k |δ|; saliency:
+// top-k |δ ⊙ ∂L/∂θ|; random). Top-k ties at the k-th value: lowest flat index first.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -10,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -65,6 +67,46 @@ std::vector<std::string> candidate_names(const io::StateDict& base, const io::St
 LocalizeResult localize(model::CausalLM& work, const io::StateDict& base, const io::StateDict& finetuned,
                         const std::vector<data::EncodedSequence>& examples, const LocalizeOptions& options,
                         const GraftScore& score);
+
+// One graft / graft-sigmoid optimisation on `work`, a step at a time: localize() runs it, the
+// benchmark (bench/bench_localize) times step(). Keeps references to work, base, finetuned and
+// examples (they must outlive it); not thread-safe. Masks are k sorted flat indices (int64) over
+// the candidates laid end to end in candidate_names order.
+// Memory, N = candidate parameters: besides base, finetuned and work (with its .grad) it holds
+// three (N) float32 vectors — the scores and two scratch vectors (∂L/∂γ; its square for the
+// normalized step, graft-sigmoid's σ) — plus k-entry index lists. δ is never stored: it is
+// θ_ft − θ_base, tensor by tensor. --score-optimizer adam needs two more (N) vectors (m and v).
+class GraftOptimizer {
+ public:
+  // Writes the base into `work` and sets the scores: |δ| / (k-th largest |δ|) for graft (its
+  // first mask is the movement mask), seeded uniform noise for graft-sigmoid.
+  GraftOptimizer(model::CausalLM& work, const io::StateDict& base, const io::StateDict& finetuned,
+                 const std::vector<data::EncodedSequence>& examples, const LocalizeOptions& options);
+  ~GraftOptimizer();
+  GraftOptimizer(const GraftOptimizer&) = delete;
+  GraftOptimizer& operator=(const GraftOptimizer&) = delete;
+
+  // One optimisation step on the next batch: forward and backward at the current hard mask
+  // (graft) or the relaxed γ (graft-sigmoid), ∂L/∂γ = ∂L/∂θ ⊙ δ, score update. Returns the
+  // batch's mean loss. Leaves work at θ(γ) of that step.
+  double step();
+  // The current hard mask (k sorted flat indices): top-k of the scores (graft) or of γ (sigmoid).
+  at::Tensor mask();
+  // Makes work hold θ(mask) exactly: θ_ft at the mask, θ_base elsewhere (only the changed
+  // entries are written when work already holds a hard mask).
+  void write(const at::Tensor& mask);
+  // The mask as one bool tensor per candidate, in the parameter's shape.
+  std::map<std::string, at::Tensor> split(const at::Tensor& mask) const;
+  double relaxed_mass();  // graft-sigmoid: Σγ in units of k
+
+  int64_t candidates() const;    // N
+  int64_t budget() const;        // k
+  int64_t buffer_bytes() const;  // bytes of the (N)-sized vectors it holds now
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
 
 // Writes θ_base + mask ⊙ δ into `weights` (the work model's state dict), in place.
 void write_graft(io::StateDict& weights, const io::StateDict& base, const io::StateDict& finetuned,
