@@ -15,6 +15,7 @@
 #include "eval/evaluator.h"
 #include "io/hf_checkpoint.h"
 #include "model/causal_lm.h"
+#include "report/report.h"
 #include "skills/skill.h"
 #include "train/finetune.h"
 #include "util/error.h"
@@ -135,6 +136,19 @@ void print_localization(const nlohmann::json& entries, double fraction) {
                 format_score(entry["loss_recovery"]).c_str(), format_score(entry["movement"]).c_str(),
                 format_score(entry["saliency"]).c_str(), format_score(entry["random"]).c_str(), budget.c_str());
   }
+  std::fflush(stdout);
+}
+
+void print_neurons(const nlohmann::json& neurons) {
+  std::printf("\nneurons of the multi-task model (coverage %.2f of each layer's standout mass)\n%-14s %8s %8s %12s %12s\n",
+              neurons["coverage"].get<double>(), "task", "neurons", "drop", "others' drop", "random drop");
+  for (const auto& name : neurons["tasks"]) {
+    const nlohmann::json& row = neurons["per_task"][name.get<std::string>()];
+    std::printf("%-14s %8lld %8s %12s %12s\n", name.get<std::string>().c_str(),
+                static_cast<long long>(row["total"].get<int64_t>()), format_score(row["target_drop"]).c_str(),
+                format_score(row["others_mean_drop"]).c_str(), format_score(row["random_control_drop"]).c_str());
+  }
+  std::fflush(stdout);
 }
 
 void print_overlap(const nlohmann::json& overlap) {
@@ -149,6 +163,7 @@ void print_overlap(const nlohmann::json& overlap) {
   }
   std::printf("related pairs: mean %s; unrelated pairs: mean %s\n", format_score(overlap["related_mean"]).c_str(),
               format_score(overlap["unrelated_mean"]).c_str());
+  std::fflush(stdout);
 }
 
 // All the tasks' training examples in one task; each task contributes at least
@@ -208,6 +223,7 @@ nlohmann::json optimizer_contrast(const std::string& base_dir, const std::string
                 format_score(row["graft"]).c_str(), format_score(row["movement"]).c_str(),
                 format_score(row["recovery"]).c_str(), format_score(row["loss_recovery"]).c_str());
   }
+  std::fflush(stdout);
   return rows;
 }
 
@@ -301,6 +317,7 @@ nlohmann::json removal_study(const std::string& base_dir, const std::string& out
     }
     std::printf("  (others' mean drop %.3f)\n", row["others_mean_drop"].get<double>());
   }
+  std::fflush(stdout);
   std::vector<std::string> names;
   for (const data::LoadedTask& task : tasks) names.push_back(task.name);
   return {{"model", options.out_dir}, {"fraction", study.fraction}, {"tasks", names},
@@ -403,8 +420,9 @@ int run_demo(const std::vector<std::string>& args) {
                    std::to_string(own) + (pass ? "" : "  (below target and below base + 0.15)"));
   }
   print_matrix(tasks, base_scores, matrix);
+  std::fflush(stdout);
 
-  nlohmann::json overlap, removal, contrast;
+  nlohmann::json overlap, removal, contrast, neurons;
   if (!specialists_only) {
     // Localize every specialist at the default budget (and the sweep in the full demo).
     SkillStudyOptions study;
@@ -429,6 +447,17 @@ int run_demo(const std::vector<std::string>& args) {
 
     if (!quick) contrast = optimizer_contrast(base_dir, out_dir, tasks, recipes, task_entries, study, seed);
     removal = removal_study(base_dir, out_dir, tasks, study, seed, quick);
+
+    // The neurons each task uses in the multi-task model, against the base's own generations.
+    std::vector<data::LoadedTask> removal_tasks;
+    for (const data::LoadedTask& task : tasks) {
+      for (const auto& name : removal["tasks"]) {
+        if (name == task.name) removal_tasks.push_back(task);
+      }
+    }
+    util::log_info("neurons of the multi-task model");
+    neurons = neuron_study(removal["model"].get<std::string>(), base_dir, "", removal_tasks, 0.5, 100);
+    print_neurons(neurons);
   }
 
   nlohmann::json base_json = {{"name", "stories260K"}, {"dir", base_dir}, {"scores", nlohmann::json::object()}};
@@ -444,12 +473,18 @@ int run_demo(const std::vector<std::string>& args) {
                             {"overlap", overlap},
                             {"optimizer_contrast", contrast},
                             {"removal", removal},
+                            {"neurons", neurons},
                             {"seconds", seconds}};
   io::write_json_file(util::join_path(out_dir, "results.json"), results);
   std::printf("\n%s; %.0f s; results in %s\n",
               all_pass ? "every specialist reaches its target or beats the base by >= 0.15"
                        : "some specialists miss their target (see results.json)",
               seconds, util::join_path(out_dir, "results.json").c_str());
+  if (!specialists_only) {
+    const std::string report_path = util::join_path(out_dir, "report.html");
+    util::write_file_atomic(report_path, report::render_report(results, "skillgraft demo"));
+    std::printf("report: %s\n", report_path.c_str());
+  }
   write_json_output(common, results);
   return 0;
 }

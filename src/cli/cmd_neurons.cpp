@@ -39,47 +39,8 @@ std::string join_counts(const std::vector<int64_t>& counts) {
 
 }  // namespace
 
-int run_neurons(const std::vector<std::string>& args) {
-  std::string model_dir, base_dir, tasks_text, reference;
-  double coverage = 0.5;
-  int64_t examples = 100;
-  TaskFlags task_flags;
-  CommonOptions common;
-  FlagSet flags("neurons", "skillgraft neurons --model DIR --tasks T1,T2,... --json OUT [options]",
-                "Finds, per task and layer, the FFN neurons whose mean |activation| at the positions that predict\n"
-                "the answer (the task's first 256 train examples) exceeds their mean on general text: the\n"
-                "base's own generations from BOS (32 samples of 64 tokens, seed 0) or --reference FILE. A\n"
-                "task's set per layer is the smallest one, by descending excess, holding --coverage of the\n"
-                "layer's excess mass. Reports the sets' IoU between tasks per layer, and zeroes each task's\n"
-                "neurons to measure the drop on that task, the mean drop on the others, and the drop from\n"
-                "as many random neurons per layer (a control), on the first --examples test examples.");
-  flags.add_string("model", &model_dir, "the model directory to analyse (with its tokenizer)", true);
-  flags.add_string("tasks", &tasks_text, "comma-separated built-in task names or task directories", true);
-  flags.add_string("base", &base_dir, "model whose generations are the general text (default: --model)");
-  flags.add_double("coverage", &coverage, "share of a layer's standout mass a task's set covers, in (0, 1]");
-  flags.add_int("examples", &examples, "test examples per task for the ablations (0 = all)");
-  flags.add_string("reference", &reference, "plain-text corpus as the general text instead of generations");
-  add_task_flags(flags, &task_flags, "task-seed", "seed of the built-in tasks' examples");
-  flags.add_common(&common.threads, &common.json_path, &common.quiet);
-  if (!flags.parse(args)) return 0;
-  apply_common(common);
-  SG_CHECK(coverage > 0 && coverage <= 1,
-           "--coverage must be in (0, 1], got " << coverage << "; hint: 0.5 keeps the neurons holding half the standout mass");
-  SG_CHECK(reference.empty() || base_dir.empty(),
-           "--base and --reference both name the general text; hint: give one of them");
-  SG_CHECK(examples >= 0, "--examples must be >= 0 (0 = all), got " << examples);
-  const std::vector<std::string> task_specs = split_comma_list(tasks_text);
-  SG_CHECK(!task_specs.empty(), "--tasks is empty; hint: e.g. --tasks add,opposite (see skillgraft tasks)");
-
-  std::vector<data::LoadedTask> tasks;
-  std::set<std::string> names;
-  for (const std::string& spec : task_specs) {
-    tasks.push_back(load_task_from_flags(spec, task_flags, "task-seed"));
-    SG_CHECK(names.insert(tasks.back().name).second,
-             "--tasks names '" << tasks.back().name << "' twice; hint: list each task once");
-    SG_CHECK(!tasks.back().splits.train.empty() && !tasks.back().splits.test.empty(),
-             "task '" << tasks.back().name << "' needs train and test examples; hint: check its directory");
-  }
+nlohmann::json neuron_study(const std::string& model_dir, const std::string& base_dir, const std::string& reference,
+                            const std::vector<data::LoadedTask>& tasks, double coverage, int64_t examples) {
   model::LoadedModel loaded = model::load_model_dir(model_dir);
   SG_CHECK(loaded.tokenizer != nullptr,
            model_dir << " has no tokenizer; hint: neurons reads the tasks' text with it (convert or save the model with one)");
@@ -183,7 +144,7 @@ int run_neurons(const std::vector<std::string>& args) {
     }
     iou.push_back(matrix);
   }
-  write_json_output(common, {{"model", model_dir},
+  return {{"model", model_dir},
                              {"coverage", coverage},
                              {"layers", layers},
                              {"intermediate_size", width},
@@ -194,7 +155,51 @@ int run_neurons(const std::vector<std::string>& args) {
                              {"tasks", task_names},
                              {"per_task", per_task},
                              {"iou", iou},
-                             {"iou_mean", iou_mean}});
+                             {"iou_mean", iou_mean}};
+}
+
+int run_neurons(const std::vector<std::string>& args) {
+  std::string model_dir, base_dir, tasks_text, reference;
+  double coverage = 0.5;
+  int64_t examples = 100;
+  TaskFlags task_flags;
+  CommonOptions common;
+  FlagSet flags("neurons", "skillgraft neurons --model DIR --tasks T1,T2,... --json OUT [options]",
+                "Finds, per task and layer, the FFN neurons whose mean |activation| at the positions that predict\n"
+                "the answer (the task's first 256 train examples) exceeds their mean on general text: the\n"
+                "base's own generations from BOS (32 samples of 64 tokens, seed 0) or --reference FILE. A\n"
+                "task's set per layer is the smallest one, by descending excess, holding --coverage of the\n"
+                "layer's excess mass. Reports the sets' IoU between tasks per layer, and zeroes each task's\n"
+                "neurons to measure the drop on that task, the mean drop on the others, and the drop from\n"
+                "as many random neurons per layer (a control), on the first --examples test examples.");
+  flags.add_string("model", &model_dir, "the model directory to analyse (with its tokenizer)", true);
+  flags.add_string("tasks", &tasks_text, "comma-separated built-in task names or task directories", true);
+  flags.add_string("base", &base_dir, "model whose generations are the general text (default: --model)");
+  flags.add_double("coverage", &coverage, "share of a layer's standout mass a task's set covers, in (0, 1]");
+  flags.add_int("examples", &examples, "test examples per task for the ablations (0 = all)");
+  flags.add_string("reference", &reference, "plain-text corpus as the general text instead of generations");
+  add_task_flags(flags, &task_flags, "task-seed", "seed of the built-in tasks' examples");
+  flags.add_common(&common.threads, &common.json_path, &common.quiet);
+  if (!flags.parse(args)) return 0;
+  apply_common(common);
+  SG_CHECK(coverage > 0 && coverage <= 1,
+           "--coverage must be in (0, 1], got " << coverage << "; hint: 0.5 keeps the neurons holding half the standout mass");
+  SG_CHECK(reference.empty() || base_dir.empty(),
+           "--base and --reference both name the general text; hint: give one of them");
+  SG_CHECK(examples >= 0, "--examples must be >= 0 (0 = all), got " << examples);
+  const std::vector<std::string> task_specs = split_comma_list(tasks_text);
+  SG_CHECK(!task_specs.empty(), "--tasks is empty; hint: e.g. --tasks add,opposite (see skillgraft tasks)");
+
+  std::vector<data::LoadedTask> tasks;
+  std::set<std::string> names;
+  for (const std::string& spec : task_specs) {
+    tasks.push_back(load_task_from_flags(spec, task_flags, "task-seed"));
+    SG_CHECK(names.insert(tasks.back().name).second,
+             "--tasks names '" << tasks.back().name << "' twice; hint: list each task once");
+    SG_CHECK(!tasks.back().splits.train.empty() && !tasks.back().splits.test.empty(),
+             "task '" << tasks.back().name << "' needs train and test examples; hint: check its directory");
+  }
+  write_json_output(common, neuron_study(model_dir, base_dir, reference, tasks, coverage, examples));
   return 0;
 }
 

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "data/task_source.h"
+
 namespace sg::cli {
 
 int run_convert(const std::vector<std::string>& args);
@@ -27,6 +29,11 @@ int run_tasks(const std::vector<std::string>& args);
 // base). Returns {"parameters", "llama2c_version"}.
 nlohmann::json convert_llama2c(const std::string& model_path, const std::string& tokenizer_path,
                                const std::string& out_dir, uint64_t max_shard_bytes = 0);
+
+// The neurons verb's study (see its --help) on loaded tasks: the JSON of `skillgraft neurons --json`.
+// base_dir ("" = model_dir) writes the general text, unless reference names a corpus.
+nlohmann::json neuron_study(const std::string& model_dir, const std::string& base_dir, const std::string& reference,
+                            const std::vector<data::LoadedTask>& tasks, double coverage, int64_t examples);
 
 // Flags every verb has.
 struct CommonOptions {

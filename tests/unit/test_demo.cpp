@@ -5,9 +5,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include <torch/torch.h>
+
+#include <cmath>
 #include <fstream>
 #include <set>
 
+#include "io/safetensors.h"
 #include "test_env.h"
 
 namespace sg::test {
@@ -17,6 +21,27 @@ nlohmann::json read_json(const std::string& path) {
   std::ifstream in(path);
   EXPECT_TRUE(in.good()) << path;
   return nlohmann::json::parse(in);
+}
+
+// The positions of a skill file, as "tensor name" -> set of flat indices, read straight from the file.
+std::map<std::string, std::set<int64_t>> skill_positions(const std::string& path) {
+  std::map<std::string, std::set<int64_t>> positions;
+  for (const auto& item : io::load_safetensors(path)) {
+    const std::string& key = item.key();
+    const std::string suffix = ".idx";
+    if (key.size() <= suffix.size() || key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+    if (key.find(".restore") != std::string::npos) continue;
+    const torch::Tensor idx = item.value().contiguous();
+    const int64_t* data = idx.data_ptr<int64_t>();
+    positions[key.substr(0, key.size() - suffix.size())].insert(data, data + idx.numel());
+  }
+  return positions;
+}
+
+int64_t count(const std::map<std::string, std::set<int64_t>>& positions) {
+  int64_t total = 0;
+  for (const auto& item : positions) total += static_cast<int64_t>(item.second.size());
+  return total;
 }
 
 TEST(DemoQuick, EverySpecialistBeatsTheBaseOnItsOwnTask) {
@@ -61,6 +86,94 @@ TEST(DemoQuick, EverySpecialistBeatsTheBaseOnItsOwnTask) {
     ASSERT_EQ(eval.exit_code, 0) << eval.output;
     EXPECT_DOUBLE_EQ(read_json(out + "/eval.json").at("score").get<double>(), matrix[i][i].get<double>());
   }
+
+  // Localization: every specialist's skill holds exactly 1% of the base's parameters (counted from
+  // the base's own file), its scores are fractions, and the recovery is (graft - base) / (ft - base).
+  int64_t parameters = 0;
+  for (const auto& item : io::load_safetensors(out + "/base/model.safetensors")) parameters += item.value().numel();
+  const int64_t budget = std::llround(0.01 * static_cast<double>(parameters));
+  std::map<std::string, std::map<std::string, std::set<int64_t>>> positions;
+  for (const auto& task : tasks) {
+    const std::string name = task.at("name");
+    ASSERT_TRUE(task.contains("graft")) << name;
+    EXPECT_DOUBLE_EQ(task.at("graft_fraction").get<double>(), 0.01) << name;
+    for (const char* field : {"graft", "movement", "saliency", "random"}) {
+      EXPECT_GE(task.at(field).get<double>(), 0.0) << name << " " << field;
+      EXPECT_LE(task.at(field).get<double>(), 1.0) << name << " " << field;
+    }
+    const double base = task.at("base"), finetuned = task.at("finetuned"), graft = task.at("graft");
+    EXPECT_NEAR(task.at("recovery").get<double>(), (graft - base) / (finetuned - base), 1e-9) << name;
+    positions[name] = skill_positions(out + "/skills/" + name + ".safetensors");
+    EXPECT_EQ(count(positions[name]), budget) << name;
+    for (const auto& where : task.at("where").at("per_tensor").items()) {
+      EXPECT_EQ(static_cast<int64_t>(positions[name][where.key()].size()), where.value().at("selected").get<int64_t>())
+          << name << " " << where.key();
+    }
+  }
+
+  // Grafting the saved country_code skill onto the base with the graft verb and scoring it with the
+  // eval verb gives the demo's graft score.
+  for (const auto& task : tasks) {
+    if (task.at("name") != "country_code") continue;
+    CommandResult graft = run_command(shell_quote(binary()) + " graft --quiet --base " + shell_quote(out + "/base") +
+                                      " --skill " + shell_quote(out + "/skills/country_code.safetensors") + " --out " +
+                                      shell_quote(out + "/grafted"));
+    ASSERT_EQ(graft.exit_code, 0) << graft.output;
+    CommandResult eval = run_command(shell_quote(binary()) + " eval --threads 1 --quiet --model " +
+                                     shell_quote(out + "/grafted") + " --task " + shell_quote(out + "/tasks/country_code") +
+                                     " --json " + shell_quote(out + "/graft_eval.json"));
+    ASSERT_EQ(eval.exit_code, 0) << eval.output;
+    EXPECT_DOUBLE_EQ(read_json(out + "/graft_eval.json").at("score").get<double>(), task.at("graft").get<double>());
+  }
+
+  // Overlap: the Jaccard index of every pair recomputed from the skill files' indices.
+  const auto& overlap = results.at("overlap");
+  const std::vector<std::string> overlap_tasks = overlap.at("tasks");
+  ASSERT_EQ(overlap_tasks.size(), tasks.size());
+  for (size_t a = 0; a < overlap_tasks.size(); ++a) {
+    for (size_t b = 0; b < overlap_tasks.size(); ++b) {
+      int64_t shared = 0, either = 0;
+      std::set<std::string> names;
+      for (const auto& item : positions[overlap_tasks[a]]) names.insert(item.first);
+      for (const auto& item : positions[overlap_tasks[b]]) names.insert(item.first);
+      for (const std::string& name : names) {
+        std::set<int64_t> u = positions[overlap_tasks[a]][name];
+        const std::set<int64_t>& other = positions[overlap_tasks[b]][name];
+        for (int64_t i : other) shared += u.count(i);
+        u.insert(other.begin(), other.end());
+        either += static_cast<int64_t>(u.size());
+      }
+      EXPECT_NEAR(overlap.at("jaccard")[a][b].get<double>(), static_cast<double>(shared) / static_cast<double>(either),
+                  1e-12)
+          << overlap_tasks[a] << " / " << overlap_tasks[b];
+    }
+  }
+
+  // Removal: one row per task of the multi-task model; the drops are the score differences.
+  const auto& removal = results.at("removal");
+  const auto& before = removal.at("scores");
+  ASSERT_EQ(removal.at("rows").size(), removal.at("tasks").size());
+  for (const auto& row : removal.at("rows")) {
+    const std::string removed = row.at("removed");
+    EXPECT_NEAR(row.at("target_drop").get<double>(),
+                before.at(removed).get<double>() - row.at("scores").at(removed).get<double>(), 1e-12);
+  }
+
+  // Neurons of the multi-task model: every task has a set, and each set's IoU with itself is 1.
+  const auto& neurons = results.at("neurons");
+  ASSERT_EQ(neurons.at("tasks"), removal.at("tasks"));
+  for (size_t t = 0; t < neurons.at("tasks").size(); ++t) {
+    EXPECT_GT(neurons.at("per_task").at(neurons.at("tasks")[t].get<std::string>()).at("total").get<int64_t>(), 0);
+    EXPECT_DOUBLE_EQ(neurons.at("iou_mean")[t][t].get<double>(), 1.0);
+  }
+
+  // The report beside results.json: one self-contained page with its charts.
+  std::ifstream report_file(out + "/report.html");
+  ASSERT_TRUE(report_file.good());
+  const std::string report((std::istreambuf_iterator<char>(report_file)), std::istreambuf_iterator<char>());
+  EXPECT_NE(report.find("<svg"), std::string::npos);
+  EXPECT_EQ(report.find("http"), std::string::npos);
+  EXPECT_NE(report.find("country_code"), std::string::npos);
 }
 
 }  // namespace
