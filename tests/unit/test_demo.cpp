@@ -46,7 +46,7 @@ int64_t count(const std::map<std::string, std::set<int64_t>>& positions) {
 
 TEST(DemoQuick, EverySpecialistBeatsTheBaseOnItsOwnTask) {
   const std::string out = temp_dir("demo");
-  CommandResult run = run_command(shell_quote(binary()) + " demo --quick --threads 2 --out " + shell_quote(out));
+  CommandResult run = run_command(shell_quote(binary()) + " demo --quick --threads 1 --out " + shell_quote(out));
   ASSERT_EQ(run.exit_code, 0) << run.output;
   nlohmann::json results = read_json(out + "/results.json");
 
