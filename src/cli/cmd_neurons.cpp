@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "cli/flags.h"
+#include "cli/localize_runs.h"
 #include "cli/train_flags.h"
 #include "data/task_source.h"
 #include "eval/evaluator.h"
@@ -29,7 +30,6 @@ constexpr int64_t kGeneralTokens = 64;
 constexpr int64_t kActivationExamples = 256;
 constexpr uint64_t kSeed = 0;  // generations and random controls
 
-nlohmann::json number_or_null(double value) { return std::isfinite(value) ? nlohmann::json(value) : nlohmann::json(); }
 
 std::string join_counts(const std::vector<int64_t>& counts) {
   std::string text;
