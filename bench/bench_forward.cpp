@@ -8,12 +8,15 @@
 #include <cstdio>
 #include <iostream>
 
+#include "bench_util.h"
 #include "io/hf_checkpoint.h"
 #include "model/causal_lm.h"
 #include "util/error.h"
 #include "util/threads.h"
 
 namespace {
+
+using sg::bench::now_seconds;
 
 struct Options {
   std::string model_dir, config_json, mode = "prefill";
@@ -40,10 +43,6 @@ Options parse(int argc, char** argv) {
   }
   SG_CHECK(!o.model_dir.empty() || !o.config_json.empty(), "give --model DIR or --config JSON");
   return o;
-}
-
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace

@@ -27,6 +27,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "bench_util.h"
 #include "data/batching.h"
 #include "data/task_source.h"
 #include "io/llama2c.h"
@@ -39,6 +40,9 @@
 #include "util/threads.h"
 
 namespace {
+
+using sg::bench::median;
+using sg::bench::now_seconds;
 
 struct Options {
   std::string llama2c_path, config, tokenizer = "data/models/tok512.bin", task = "opposite";
@@ -74,15 +78,6 @@ Options parse(int argc, char** argv) {
   SG_CHECK(o.measure == "time" || o.measure == "memory", "--measure is time or memory");
   SG_CHECK(o.batch >= 1 && o.reps >= 1 && o.warmup >= 0 && o.steps >= 1, "--batch, --reps, --steps >= 1, --warmup >= 0");
   return o;
-}
-
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
 }
 
 // A field of /proc/self/status in bytes ("VmRSS", "VmHWM").

@@ -19,6 +19,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "bench_util.h"
 #include "data/batching.h"
 #include "io/llama2c.h"
 #include "io/safetensors.h"
@@ -29,6 +30,9 @@
 #include "util/threads.h"
 
 namespace {
+
+using sg::bench::median;
+using sg::bench::now_seconds;
 
 struct Options {
   std::string llama2c_path, config, dump_dir;
@@ -64,15 +68,6 @@ Options parse(int argc, char** argv) {
   SG_CHECK(o.batch >= 1 && o.seq >= 1 && o.steps >= 1 && o.warmup >= 1 && o.reps >= 1,
            "--batch, --seq, --steps, --warmup and --reps must be >= 1");
   return o;
-}
-
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
 }
 
 // n x n float32 torch::mm, median of 5 after one warmup: 2 n^3 FLOPs each.
