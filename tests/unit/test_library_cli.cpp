@@ -1,0 +1,166 @@
+// skillgraft library: every subcommand through the executable (help, tables, --json, exit codes,
+// byte-exact export, verify failing on a corrupt blob) and its one-line errors for bad input.
+#include <gtest/gtest.h>
+
+#include <ATen/Parallel.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+
+#include "library_test_util.h"
+#include "test_env.h"
+#include "util/file.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using sg::test::run_command;
+using sg::test::sg_command;
+using sg::test::shell_quote;
+
+bool contains(const std::string& text, const std::string& needle) { return text.find(needle) != std::string::npos; }
+
+nlohmann::json read_json(const std::string& path) { return nlohmann::json::parse(sg::util::read_file(path)); }
+
+class LibraryCliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    at::set_num_threads(1);
+    root_ = sg::test::temp_dir("sg-library-cli");
+    lib_ = shell_quote(root_ + "/lib");
+  }
+  sg::test::CommandResult library(const std::string& args) {
+    return run_command(sg_command("library " + args + " --threads 1"));
+  }
+  std::string root_, lib_;
+};
+
+TEST_F(LibraryCliTest, HelpForTheVerbAndEverySubcommand) {
+  sg::test::CommandResult r = run_command(sg_command("library --help"));
+  EXPECT_EQ(r.exit_code, 0);
+  for (const char* sub : {"init", "add", "import", "list", "show", "rm", "verify", "export"}) {
+    EXPECT_TRUE(contains(r.output, std::string("  ") + sub)) << sub;
+    sg::test::CommandResult help = run_command(sg_command(std::string("library ") + sub + " --help"));
+    EXPECT_EQ(help.exit_code, 0) << sub;
+    EXPECT_TRUE(contains(help.output, std::string("skillgraft library ") + sub)) << help.output;
+    EXPECT_TRUE(contains(help.output, "--lib")) << help.output;
+    EXPECT_TRUE(contains(help.output, "--json")) << help.output;
+  }
+  sg::test::expect_one_line_error("library frobnicate --lib x", {"unknown subcommand", "frobnicate"}, true);
+  r = run_command(sg_command("--help"));
+  EXPECT_TRUE(contains(r.output, "library")) << r.output;
+}
+
+TEST_F(LibraryCliTest, InitAddListShowExportRmVerify) {
+  sg::test::SkillFileFacts a = sg::test::make_test_skill(root_ + "/upper.safetensors", 1, "upper", 1);
+  sg::test::SkillFileFacts b = sg::test::make_test_skill(root_ + "/reverse.safetensors", 2, "reverse", 1);
+  sg::test::SkillFileFacts c = sg::test::make_test_skill(root_ + "/other-base.safetensors", 3, "upper", 2);
+  std::vector<std::string> ids = sg::test::python_sha256({a.path, b.path, c.path});
+
+  sg::test::CommandResult r = library("init --lib " + lib_ + " --json " + shell_quote(root_ + "/init.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(read_json(root_ + "/init.json")["created"], true);
+
+  r = library("add --lib " + lib_ + " " + shell_quote(a.path) + " --json " + shell_quote(root_ + "/add.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "added upper")) << r.output;
+  nlohmann::json added = read_json(root_ + "/add.json");
+  EXPECT_EQ(added["id"], ids[0]);
+  EXPECT_EQ(added["added"], true);
+  EXPECT_EQ(added["parameter_count"], a.parameter_count);
+  EXPECT_TRUE(contains(added["provenance"]["command"].get<std::string>(), "skillgraft library add --lib"));
+  ASSERT_EQ(library("import --lib " + lib_ + " " + shell_quote(b.path) + " --name rev --task reverse-words").exit_code, 0);
+  ASSERT_EQ(library("add --lib " + lib_ + " " + shell_quote(c.path)).exit_code, 0);
+  r = library("add --lib " + lib_ + " " + shell_quote(a.path));
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.output, "already in the library as upper")) << r.output;
+
+  // list: a table, sorted by name; filters; --json.
+  r = library("list --lib " + lib_ + " --json " + shell_quote(root_ + "/list.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "ID") && contains(r.output, "NAME") && contains(r.output, "BASE")) << r.output;
+  // Rows by name: other-base (ids[2]), rev (ids[1]), upper (ids[0]).
+  EXPECT_LT(r.output.find(ids[2].substr(0, 12)), r.output.find(ids[1].substr(0, 12))) << r.output;
+  EXPECT_LT(r.output.find(ids[1].substr(0, 12)), r.output.find(ids[0].substr(0, 12))) << r.output;
+  EXPECT_TRUE(contains(r.output, ids[0].substr(0, 12))) << r.output;
+  EXPECT_TRUE(contains(r.output, "3 skills")) << r.output;
+  nlohmann::json list = read_json(root_ + "/list.json");
+  EXPECT_EQ(list["count"], 3);
+  EXPECT_EQ(list["entries"][1]["task"], "reverse-words");
+  library("list --lib " + lib_ + " --task upper --base " + a.base_fingerprint + " --json " + shell_quote(root_ + "/f.json"));
+  nlohmann::json filtered = read_json(root_ + "/f.json");
+  ASSERT_EQ(filtered["count"], 1);
+  EXPECT_EQ(filtered["entries"][0]["name"], "upper");
+  sg::test::expect_one_line_error("library list --lib " + lib_ + " --kind bogus", {"--kind", "bogus"}, true);
+
+  // show by name and by id prefix.
+  r = library("show --lib " + lib_ + " rev --json " + shell_quote(root_ + "/show.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "sha256 verified")) << r.output;
+  nlohmann::json shown = read_json(root_ + "/show.json");
+  EXPECT_EQ(shown["id"], ids[1]);
+  EXPECT_EQ(shown["file_metadata"]["format"], "skillgraft.skill");
+
+  // export: the exact bytes.
+  r = library("export --lib " + lib_ + " upper --out " + shell_quote(root_ + "/out.safetensors"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(sg::test::read_bytes(root_ + "/out.safetensors"), sg::test::read_bytes(a.path));
+
+  r = library("verify --lib " + lib_ + " --json " + shell_quote(root_ + "/verify.json"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "ok: 3 of 3 skills verified")) << r.output;
+  EXPECT_EQ(read_json(root_ + "/verify.json")["ok"], true);
+
+  // rm, then the name is unknown.
+  r = library("rm --lib " + lib_ + " rev");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "removed rev")) << r.output;
+  sg::test::expect_one_line_error("library show --lib " + lib_ + " rev", {"no skill named \"rev\""}, true);
+
+  // A corrupt blob: verify exits 1 naming it; show and export refuse it.
+  const std::string blob = root_ + "/lib/blobs/" + ids[0].substr(0, 2) + "/" + ids[0] + ".safetensors";
+  std::string bytes = sg::test::read_bytes(blob);
+  bytes[bytes.size() - 1] ^= 0x20;
+  sg::test::write_bytes(blob, bytes);
+  r = library("verify --lib " + lib_ + " --json " + shell_quote(root_ + "/verify.json"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "corrupt: upper")) << r.output;
+  EXPECT_EQ(read_json(root_ + "/verify.json")["corrupt"].size(), 1u);
+  sg::test::expect_one_line_error("library show --lib " + lib_ + " upper", {"corrupt", "upper"}, true);
+  // An orphan too; --fix deletes the orphan, not the corrupt skill, so verify still fails.
+  sg::test::write_bytes(root_ + "/lib/blobs/tmp/999-dead.tmp", "partial");
+  r = library("verify --lib " + lib_ + " --fix");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "deleted:")) << r.output;
+  EXPECT_FALSE(fs::exists(root_ + "/lib/blobs/tmp/999-dead.tmp"));
+  // Re-adding the original repairs it.
+  ASSERT_EQ(library("add --lib " + lib_ + " " + shell_quote(a.path)).exit_code, 0);
+  EXPECT_EQ(library("verify --lib " + lib_).exit_code, 0);
+}
+
+TEST_F(LibraryCliTest, BadInputIsOneClearLine) {
+  // Not a library.
+  sg::test::expect_one_line_error("library list --lib " + shell_quote(root_ + "/nowhere"), {"not a skill library", "library init"},
+                                  true);
+  fs::create_directories(root_ + "/plain");
+  sg::test::expect_one_line_error("library add --lib " + shell_quote(root_ + "/plain") + " x.safetensors",
+                                  {"not a skill library", "library init"}, true);
+  sg::test::expect_one_line_error("library verify", {"--lib"});
+  ASSERT_EQ(library("init --lib " + lib_).exit_code, 0);
+  // Not a skill file.
+  sg::test::write_bytes(root_ + "/notes.txt", "just text");
+  sg::test::expect_one_line_error("library add --lib " + lib_ + " " + shell_quote(root_ + "/notes.txt"),
+                                  {"not a skill file", "notes.txt"});
+  // A taken name; a bad name.
+  sg::test::SkillFileFacts a = sg::test::make_test_skill(root_ + "/a.safetensors", 1, "upper");
+  sg::test::SkillFileFacts b = sg::test::make_test_skill(root_ + "/b.safetensors", 2, "upper");
+  ASSERT_EQ(library("add --lib " + lib_ + " " + shell_quote(a.path) + " --name shared").exit_code, 0);
+  sg::test::expect_one_line_error("library add --lib " + lib_ + " " + shell_quote(b.path) + " --name shared",
+                                  {"\"shared\" is taken", "--name"}, true);
+  sg::test::expect_one_line_error("library add --lib " + lib_ + " " + shell_quote(b.path) + " --name 'a b'",
+                                  {"skill name", "a b"}, true);
+  sg::test::expect_one_line_error("library export --lib " + lib_ + " nosuch --out " + shell_quote(root_ + "/o.safetensors"),
+                                  {"no skill named \"nosuch\""}, true);
+}
+
+}  // namespace
