@@ -1,14 +1,22 @@
 // skillgraft library: keeps skills in a library directory (catalog.sqlite + content-addressed
 // blobs): init, add/import, list, show, rm, verify, export. The work is in src/library/.
+#include <stdlib.h>
+
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "cli/commands.h"
 #include "cli/flags.h"
+#include "io/fingerprint.h"
 #include "io/safetensors.h"
 #include "library/library.h"
+#include "library/peft.h"
+#include "model/causal_lm.h"
+#include "skills/lora_skill.h"
 #include "util/error.h"
 
 namespace sg::cli {
@@ -26,12 +34,13 @@ constexpr const char* kLibraryUsage =
     "subcommands:\n"
     "  init     make DIR a skill library\n"
     "  add      add a skill file (FILE [--name N] [--task T])\n"
-    "  import   the same as add, for a skill file\n"
+    "  import   add a skill file (as add), or a PEFT LoRA adapter (--peft DIR --base MODEL_DIR)\n"
     "  list     the skills as a table (--base FP, --task T, --kind K filter)\n"
     "  show     one skill's entry, after re-checking its file's hash\n"
     "  rm       remove a skill (its row, then its file)\n"
     "  verify   re-hash every file; report corrupt or missing files, orphans, stale temp files\n"
-    "  export   write a skill's file out (--out FILE), byte for byte as added\n";
+    "  export   write a skill's file out (--out FILE), byte for byte as added, or a LoRA skill as a\n"
+    "           PEFT adapter (--peft DIR)\n";
 
 std::string quoted_if_needed(const std::string& text) {
   if (!text.empty() && text.find_first_of(" \t\n'\"\\$`") == std::string::npos) return text;
@@ -48,6 +57,54 @@ std::string command_line(const std::string& subcommand, const std::vector<std::s
 }
 
 std::string short_id(const std::string& id) { return id.substr(0, 12); }
+
+std::string absolute_path(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::path absolute = std::filesystem::absolute(path, ec);
+  return ec ? path : absolute.lexically_normal().string();
+}
+
+// A fresh private directory under the system temp dir, removed with everything in it on destruction.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "skillgraft-library-XXXXXX").string();
+    SG_CHECK(::mkdtemp(pattern.data()) != nullptr, pattern << ": cannot create a temp directory; hint: set TMPDIR");
+    path_ = pattern;
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  std::string file(const std::string& name) const { return (std::filesystem::path(path_) / name).string(); }
+
+ private:
+  std::string path_;
+};
+
+// A PEFT adapter directory -> a LoRA skill file (on the base model at base_dir) -> added.
+library::AddResult import_peft(library::Library& lib, const std::string& peft_dir, const std::string& base_dir,
+                               library::AddOptions options) {
+  model::LoadedModel base = model::load_model_dir(base_dir);
+  const io::StateDict weights = model::model_state_dict(*base.model);
+  skills::LoraSkill skill = library::import_peft_adapter(peft_dir, weights, io::state_dict_fingerprint(weights));
+  std::string dir_name = std::filesystem::path(peft_dir).lexically_normal().filename().string();
+  if (dir_name.empty() || dir_name == ".") dir_name = std::filesystem::path(absolute_path(peft_dir)).filename().string();
+  skill.task = options.task.empty() ? dir_name : options.task;
+  if (options.name.empty()) {
+    std::string name;
+    for (char c : dir_name) name += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.') ? c : '_';
+    options.name = name.empty() || name[0] == '-' ? "peft-" + name : name;
+  }
+  options.provenance["inputs"] = {absolute_path(peft_dir), absolute_path(base_dir)};
+  options.provenance["peft"] = skill.metrics.contains("peft") ? skill.metrics["peft"] : nlohmann::json();
+  ScratchDir scratch;
+  const std::string file = scratch.file(options.name + ".safetensors");
+  skills::save_lora_skill(file, skill);
+  return lib.add(file, options);
+}
 
 void print_entry_line(const char* verb, const library::Entry& entry) {
   std::printf("%s %s (%s, %s, task \"%s\", %lld parameters, %lld bytes)\n", verb, entry.name.c_str(),
@@ -78,25 +135,46 @@ int run_library_init(const std::vector<std::string>& args) {
 }
 
 int run_library_add(const std::string& subcommand, const std::vector<std::string>& args) {
-  std::string dir, file;
+  std::string dir, file, peft_dir, base_dir;
   library::AddOptions options;
   CommonOptions common;
-  FlagSet flags("library " + subcommand, "skillgraft library " + subcommand + " --lib DIR FILE [--name N] [--task T]",
-                "Adds a skill file (any kind: sparse, lora, dense, neurons) to the library. The file is\n"
-                "copied in, hashed (its sha256 is its id) and validated; the catalog row records kind, base\n"
-                "fingerprint, task and metrics from the file's header, sizes, the time and this command.\n"
-                "Adding bytes already in the library changes nothing and names the existing entry.");
+  const bool is_import = subcommand == "import";
+  FlagSet flags("library " + subcommand,
+                is_import ? "skillgraft library import --lib DIR FILE [--name N] [--task T]\n"
+                            "       skillgraft library import --lib DIR --peft ADAPTER_DIR --base MODEL_DIR [--name N] [--task T]"
+                          : "skillgraft library add --lib DIR FILE [--name N] [--task T]",
+                std::string("Adds a skill file (any kind: sparse, lora, dense, neurons) to the library. The file is\n"
+                            "copied in, hashed (its sha256 is its id) and validated; the catalog row records kind, base\n"
+                            "fingerprint, task and metrics from the file's header, sizes, the time and this command.\n"
+                            "Adding bytes already in the library changes nothing and names the existing entry.") +
+                    (is_import ? "\n\n--peft: a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors, with\n"
+                                 "rank_pattern / alpha_pattern and rslora) is checked against the base model at --base\n"
+                                 "(every module must exist there with fitting shapes), made a LoRA skill of that base and\n"
+                                 "added; name and task default to the adapter directory's name."
+                               : ""));
   flags.add_string("lib", &dir, "the library directory", true);
-  flags.add_positional("FILE", &file, "the skill file (.safetensors)");
+  flags.add_positional("FILE", &file, "the skill file (.safetensors)", /*required=*/!is_import);
+  if (is_import) {
+    flags.add_string("peft", &peft_dir, "a PEFT LoRA adapter directory to import (instead of FILE)");
+    flags.add_string("base", &base_dir, "with --peft: the base model directory the adapter was trained on");
+  }
   flags.add_string("name", &options.name,
                    "the entry's name, unique in the library (default: the file name without .safetensors)");
   flags.add_string("task", &options.task, "the task to record (default: the task in the skill file)");
   flags.add_common(&common.threads, &common.json_path, &common.quiet);
   if (!flags.parse(args)) return 0;
   apply_common(common);
+  if (is_import) {
+    SG_CHECK(file.empty() != peft_dir.empty(),
+             (file.empty() ? "nothing to import" : "give either FILE or --peft, not both")
+                 << "; hint: skillgraft library import --lib DIR FILE, or --peft ADAPTER_DIR --base MODEL_DIR");
+    SG_CHECK(peft_dir.empty() || !base_dir.empty(),
+             "--peft needs --base MODEL_DIR (the base model the adapter was trained on); hint: skillgraft library import --help");
+    SG_CHECK(base_dir.empty() || !peft_dir.empty(), "--base is only for --peft; hint: a skill file records its base itself");
+  }
   library::Library lib = library::Library::open(dir);
   options.provenance = {{"command", command_line(subcommand, args)}};
-  library::AddResult result = lib.add(file, options);
+  library::AddResult result = peft_dir.empty() ? lib.add(file, options) : import_peft(lib, peft_dir, base_dir, options);
   print_entry_line(result.added ? "added" : "already in the library as", result.entry);
   nlohmann::json out = result.entry.to_json();
   out["added"] = result.added;
@@ -251,21 +329,52 @@ int run_library_verify(const std::vector<std::string>& args) {
 }
 
 int run_library_export(const std::vector<std::string>& args) {
-  std::string dir, key, out;
+  std::string dir, key, out, peft_dir, base_model;
   CommonOptions common;
-  FlagSet flags("library export", "skillgraft library export --lib DIR ID|NAME --out FILE",
+  FlagSet flags("library export",
+                "skillgraft library export --lib DIR ID|NAME --out FILE\n"
+                "       skillgraft library export --lib DIR ID|NAME --peft ADAPTER_DIR [--base-model NAME]",
                 "Writes a skill's file, byte for byte as it was added (its hash checked while copying; a\n"
-                "corrupt file, or a skill removed meanwhile, writes nothing).");
+                "corrupt file, or a skill removed meanwhile, writes nothing). --peft writes a LoRA skill as a\n"
+                "PEFT adapter directory (adapter_config.json + adapter_model.safetensors) that PEFT loads\n"
+                "and `import --peft` reads back identically.");
   flags.add_string("lib", &dir, "the library directory", true);
   flags.add_positional("ID|NAME", &key, "the skill's name, id or unique id prefix");
-  flags.add_string("out", &out, "the skill file to write (atomically)", true);
+  flags.add_string("out", &out, "the skill file to write (atomically)");
+  flags.add_string("peft", &peft_dir, "instead: the PEFT adapter directory to write (LoRA skills only)");
+  flags.add_string("base-model", &base_model,
+                   "with --peft: base_model_name_or_path for adapter_config.json (default: the one the skill was "
+                   "imported with, if any)");
   flags.add_common(&common.threads, &common.json_path, &common.quiet);
   if (!flags.parse(args)) return 0;
   apply_common(common);
+  SG_CHECK(out.empty() != peft_dir.empty(), (out.empty() ? "nowhere to export to" : "give either --out or --peft, not both")
+                                                << "; hint: --out FILE (the skill file) or --peft DIR (a PEFT adapter)");
+  SG_CHECK(base_model.empty() || !peft_dir.empty(), "--base-model is only for --peft");
   library::Library lib = library::Library::open(dir);
-  library::Entry entry = lib.export_file(key, out);
-  print_entry_line(("exported to " + out + ":").c_str(), entry);
-  write_json_output(common, {{"library", dir}, {"out", out}, {"entry", entry.to_json()}});
+  library::Entry entry;
+  if (peft_dir.empty()) {
+    entry = lib.export_file(key, out);
+    print_entry_line(("exported to " + out + ":").c_str(), entry);
+  } else {
+    entry = lib.find(key);
+    SG_CHECK(entry.kind == "lora", "skill \"" << entry.name << "\" is a " << entry.kind
+                                               << " skill; --peft exports LoRA skills only; hint: skillgraft extract "
+                                                  "makes a LoRA skill from a sparse or dense one, or use --out");
+    // A verified private copy: what is exported is what was added, even if it is removed meanwhile.
+    ScratchDir scratch;
+    const std::string copy = scratch.file("skill.safetensors");
+    entry = lib.export_file(entry.id, copy);
+    const nlohmann::json& peft = entry.metrics.contains("peft") ? entry.metrics["peft"] : nlohmann::json();
+    if (!flags.given("base-model") && peft.is_object() && peft.contains("base_model_name_or_path") &&
+        peft["base_model_name_or_path"].is_string()) {
+      base_model = peft["base_model_name_or_path"].get<std::string>();
+    }
+    library::export_peft_adapter(peft_dir, skills::load_lora_skill(copy), base_model);
+    print_entry_line(("exported as a PEFT adapter to " + peft_dir + ":").c_str(), entry);
+  }
+  write_json_output(common, {{"library", dir}, {"out", peft_dir.empty() ? out : peft_dir}, {"format", peft_dir.empty() ? "skill" : "peft"},
+                             {"entry", entry.to_json()}});
   return 0;
 }
 

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "io/safetensors.h"
+#include "skills/lora_skill.h"
 #include "skills/skill.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -72,64 +73,28 @@ class WriteLock {
   FileHandle fd_;
 };
 
-// The header facts of a skill file (kind, base, task, metrics, parameter count), after validating
-// it as far as the kind's loader goes. Throws for a file that is not a skillgraft skill.
-struct SkillHeader {
-  std::string kind, base_fingerprint, task;
-  nlohmann::json metrics = nlohmann::json::object();
-  int64_t parameter_count = 0;
-};
+// The header facts of a skill file (kind, base, task, metrics, parameter count) after validating the
+// whole file with its kind's loader (neuron sets: the header). Throws for a file that is not a
+// skillgraft skill.
+skills::SkillFileInfo read_and_validate_skill(const std::string& path) {
+  try {
+    io::SafetensorsFile::open(path);
+  } catch (const sg::Error& e) {
+    SG_FAIL("not a skill file: " << e.what());
+  }
+  skills::SkillFileInfo info = skills::read_skill_file_info(path);
+  if (info.kind == "sparse") {
+    skills::load_sparse_skill(path);  // partners, sorted in-range indices, dtypes
+  } else if (info.kind == "lora") {
+    skills::load_lora_skill(path);  // pairs, ranks, shapes, scales
+  } else if (info.kind == "dense") {
+    skills::load_dense_skill(path);
+  }
+  return info;
+}
 
 bool ends_with(const std::string& text, const std::string& suffix) {
   return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-SkillHeader read_skill_header(const std::string& path) {
-  io::SafetensorsFile file = [&] {
-    try {
-      return io::SafetensorsFile::open(path);
-    } catch (const sg::Error& e) {
-      SG_FAIL("not a skill file: " << e.what());
-    }
-  }();
-  const io::Metadata& metadata = file.metadata();
-  SG_CHECK(skills::is_skill_metadata(metadata),
-           path << ": not a skill file (its __metadata__ has no format=skillgraft.skill); hint: the library keeps "
-                   "skill files from skillgraft localize, or PEFT adapters through import --peft");
-  auto field = [&](const std::string& key) {
-    auto it = metadata.find(key);
-    SG_CHECK(it != metadata.end(), path << ": skill file has no \"" << key << "\" in its __metadata__; hint: the file is damaged");
-    return it->second;
-  };
-  SkillHeader header;
-  header.kind = field("kind");
-  header.base_fingerprint = field("base_fingerprint");
-  header.task = field("task");
-  try {
-    header.metrics = nlohmann::json::parse(field("metrics"));
-  } catch (const nlohmann::json::exception&) {
-    SG_FAIL(path << ": \"metrics\" in __metadata__ is not valid JSON; hint: the file is damaged");
-  }
-  std::string counted_suffix;
-  if (header.kind == "sparse") {
-    skills::load_sparse_skill(path);  // full validation: partners, sorted in-range indices, dtypes
-    counted_suffix = ".idx";
-  } else if (header.kind == "dense") {
-    counted_suffix = ".delta";
-  } else if (header.kind == "neurons") {
-    counted_suffix = ".neurons";
-  } else {
-    SG_CHECK(header.kind == "lora", path << ": unknown skill kind \"" << header.kind
-                                         << "\"; hint: kinds are sparse, lora, dense, neurons");
-  }
-  for (const io::TensorEntry& entry : file.entries()) {
-    int64_t numel = 1;
-    for (int64_t d : entry.shape) numel *= d;
-    const bool counted = header.kind == "lora" ? ends_with(entry.name, ".lora_A") || ends_with(entry.name, ".lora_B")
-                                               : ends_with(entry.name, counted_suffix);
-    if (counted) header.parameter_count += numel;
-  }
-  return header;
 }
 
 std::string catalog_path(const std::string& dir) { return util::join_path(dir, kCatalogName); }
@@ -223,9 +188,9 @@ AddResult Library::add(const std::string& file, const AddOptions& options) {
   if (!options.name.empty()) check_entry_name(options.name);
   // Hash and validate the copy that will be stored, not the source (which might change meanwhile).
   std::unique_ptr<StagedBlob> staged = blobs_->stage(file);
-  SkillHeader header;
+  skills::SkillFileInfo header;
   try {
-    header = read_skill_header(staged->temp_path());
+    header = read_and_validate_skill(staged->temp_path());
   } catch (const sg::Error& e) {
     throw sg::Error(replace_all(e.what(), staged->temp_path(), file));
   }

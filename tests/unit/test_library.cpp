@@ -17,6 +17,7 @@
 
 #include "io/safetensors.h"
 #include "library/library.h"
+#include "skills/lora_skill.h"
 #include "library_test_util.h"
 #include "test_env.h"
 #include "test_util.h"
@@ -220,6 +221,35 @@ TEST_F(LibraryTest, ListFilters) {
   EXPECT_EQ(names({"", "", "sparse"}), (V{"a", "b", "c"}));
   EXPECT_EQ(names({"", "", "lora"}), V{});
   EXPECT_EQ(names({"", "nope", ""}), V{});
+}
+
+// LoRA and dense skill files go in too, their kind and parameter count from the header.
+TEST_F(LibraryTest, AddsLoraAndDenseSkills) {
+  Library lib = Library::init(lib_dir_);
+  SkillFileFacts sparse = skill("sparse", 1, "upper");
+  at::manual_seed(3);
+  sg::skills::LoraSkill lora;
+  lora.base_fingerprint = sparse.base_fingerprint;
+  lora.task = "upper";
+  lora.tensors["model.layers.0.mlp.up_proj.weight"] = {at::randn({2, 8}), at::randn({16, 2}), 0.5, {16, 8}, false};
+  sg::skills::save_lora_skill(root_ + "/lora.safetensors", lora);
+  sg::skills::DenseSkill dense;
+  dense.base_fingerprint = sparse.base_fingerprint;
+  dense.task = "upper";
+  dense.tensors["model.layers.0.mlp.up_proj.weight"] = at::randn({16, 8});
+  sg::skills::save_dense_skill(root_ + "/dense.safetensors", dense);
+  lib.add(sparse.path);
+  Entry lora_entry = lib.add(root_ + "/lora.safetensors").entry;
+  Entry dense_entry = lib.add(root_ + "/dense.safetensors").entry;
+  EXPECT_EQ(lora_entry.kind, "lora");
+  EXPECT_EQ(lora_entry.parameter_count, 2 * 8 + 16 * 2);
+  EXPECT_EQ(dense_entry.kind, "dense");
+  EXPECT_EQ(dense_entry.parameter_count, 16 * 8);
+  EXPECT_EQ(lib.list({"", "", "lora"}).size(), 1u);
+  EXPECT_EQ(lib.list({sparse.base_fingerprint, "upper", ""}).size(), 3u);
+  sg::skills::LoraSkill back = sg::skills::load_lora_skill(lib.blobs().path_of(lora_entry.id));
+  EXPECT_TRUE(back.tensors.at("model.layers.0.mlp.up_proj.weight").b.equal(lora.tensors.at("model.layers.0.mlp.up_proj.weight").b));
+  EXPECT_TRUE(lib.verify().ok());
 }
 
 TEST_F(LibraryTest, RefusesFilesThatAreNotSkills) {

@@ -7,7 +7,10 @@
 
 #include <filesystem>
 
+#include "io/fingerprint.h"
 #include "library_test_util.h"
+#include "model/causal_lm.h"
+#include "skills/lora_skill.h"
 #include "test_env.h"
 #include "util/file.h"
 
@@ -161,6 +164,74 @@ TEST_F(LibraryCliTest, BadInputIsOneClearLine) {
                                   {"skill name", "a b"}, true);
   sg::test::expect_one_line_error("library export --lib " + lib_ + " nosuch --out " + shell_quote(root_ + "/o.safetensors"),
                                   {"no skill named \"nosuch\""}, true);
+}
+
+// PEFT: an adapter written by Python (lora_skill_ref.py: rank_pattern, alpha_pattern, rslora, an F16
+// pair, a ".default" key) is imported against stories260K, exported with --peft, and the export gives
+// PEFT's deltas (Python's reading of the adapter); importing the export gives the same LoRA skill.
+TEST_F(LibraryCliTest, PeftImportExportRoundTrip) {
+  const std::string base = sg::test::converted_stories260k();
+  const std::string script = sg::test::source_dir() + "/tests/reference/lora_skill_ref.py";
+  const std::string python = shell_quote(sg::test::python());
+  sg::test::CommandResult r = run_command(
+      python + " -c " +
+      shell_quote("import json,sys\nsys.path.insert(0,sys.argv[1])\nfrom pyref import st\n"
+                  "t=st.load_file(sys.argv[2])\njson.dump({k:list(v.shape) for k,v in t.items()},open(sys.argv[3],'w'))") +
+      " " + shell_quote(sg::test::source_dir() + "/tests/reference") + " " + shell_quote(base + "/model.safetensors") + " " +
+      shell_quote(root_ + "/shapes.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(python + " " + shell_quote(script) + " peft-write " + shell_quote(root_ + "/shapes.json") + " llama " +
+                  shell_quote(root_ + "/adapter") + " " + shell_quote(root_ + "/expected.safetensors"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+
+  ASSERT_EQ(library("init --lib " + lib_).exit_code, 0);
+  r = library("import --lib " + lib_ + " --peft " + shell_quote(root_ + "/adapter") + " --base " + shell_quote(base) +
+              " --name ad --task story --json " + shell_quote(root_ + "/import.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  nlohmann::json imported = read_json(root_ + "/import.json");
+  EXPECT_EQ(imported["kind"], "lora");
+  EXPECT_EQ(imported["task"], "story");
+  {
+    sg::model::LoadedModel model = sg::model::load_model_dir(base);
+    EXPECT_EQ(imported["base_fingerprint"], sg::io::state_dict_fingerprint(sg::model::model_state_dict(*model.model)));
+  }
+  EXPECT_EQ(imported["provenance"]["inputs"].size(), 2u);
+
+  r = library("export --lib " + lib_ + " ad --peft " + shell_quote(root_ + "/exported"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(python + " " + shell_quote(script) + " peft-check " + shell_quote(root_ + "/exported") + " " +
+                  shell_quote(root_ + "/expected.safetensors"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "ok 15")) << r.output;
+  EXPECT_EQ(read_json(root_ + "/exported/adapter_config.json")["base_model_name_or_path"], "tiny-llama");
+
+  // The export imported again: the same LoRA skill, bit for bit.
+  r = library("import --lib " + lib_ + " --peft " + shell_quote(root_ + "/exported") + " --base " + shell_quote(base) +
+              " --name ad2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  ASSERT_EQ(library("export --lib " + lib_ + " ad --out " + shell_quote(root_ + "/ad.safetensors")).exit_code, 0);
+  ASSERT_EQ(library("export --lib " + lib_ + " ad2 --out " + shell_quote(root_ + "/ad2.safetensors")).exit_code, 0);
+  sg::skills::LoraSkill first = sg::skills::load_lora_skill(root_ + "/ad.safetensors");
+  sg::skills::LoraSkill second = sg::skills::load_lora_skill(root_ + "/ad2.safetensors");
+  ASSERT_EQ(first.tensors.size(), 15u);
+  ASSERT_EQ(second.tensors.size(), first.tensors.size());
+  for (const auto& [name, tensor] : first.tensors) {
+    ASSERT_TRUE(second.tensors.count(name)) << name;
+    const auto& other = second.tensors.at(name);
+    EXPECT_TRUE(tensor.a.equal(other.a) && tensor.b.equal(other.b)) << name;
+    EXPECT_EQ(tensor.scale, other.scale) << name;
+    EXPECT_EQ(tensor.shape, other.shape) << name;
+  }
+  EXPECT_EQ(first.base_fingerprint, second.base_fingerprint);
+
+  // Wrong uses: --peft on a sparse skill; --peft without --base.
+  sg::test::SkillFileFacts sparse = sg::test::make_test_skill(root_ + "/sparse.safetensors", 1, "upper");
+  ASSERT_EQ(library("add --lib " + lib_ + " " + shell_quote(sparse.path)).exit_code, 0);
+  sg::test::expect_one_line_error("library export --lib " + lib_ + " sparse --peft " + shell_quote(root_ + "/no"),
+                                  {"sparse skill", "LoRA skills only"}, true);
+  EXPECT_FALSE(fs::exists(root_ + "/no"));
+  sg::test::expect_one_line_error("library import --lib " + lib_ + " --peft " + shell_quote(root_ + "/adapter"),
+                                  {"--peft needs --base"}, true);
 }
 
 }  // namespace
