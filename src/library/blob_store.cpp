@@ -137,6 +137,8 @@ std::unique_ptr<StagedBlob> BlobStore::stage(const std::string& source) const {
   const std::string& temp_path = staged->temp_path_;
   staged->id_ = hash_stream(in.get(), source, [&](const char* data, size_t size) { write_all(out, data, size, temp_path); },
                             &staged->bytes_);
+  // Read-only: a blob is never modified in place, only replaced whole by the same bytes.
+  SG_CHECK(::fchmod(out, 0444) == 0, temp_path << ": chmod failed (" << errno_text() << ")");
   SG_CHECK(::fsync(out) == 0, temp_path << ": fsync failed (" << errno_text() << ")");
   return staged;
 }

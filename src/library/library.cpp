@@ -165,10 +165,10 @@ Library Library::init(const std::string& dir) {
   SG_CHECK(!util::file_exists(dir) || util::is_directory(dir), dir << ": exists and is not a directory; hint: pick a new path");
   util::make_directories(dir);
   BlobStore::create(blobs_path(dir));
-  const std::string lock_path = util::join_path(dir, kLockName);
-  if (!util::file_exists(lock_path)) util::write_file_atomic(lock_path, "");
   if (!util::file_exists(catalog_path(dir))) {
-    WriteLock lock(dir);  // two inits at once: one creates the catalog, the other sees it
+    // Creates DIR/lock (never replaced: a writer's flock must stay on the one file). Two inits at
+    // once: one creates the catalog, the other sees it.
+    WriteLock lock(dir);
     if (!util::file_exists(catalog_path(dir))) Catalog::create(catalog_path(dir));
   }
   return open(dir);

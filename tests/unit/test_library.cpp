@@ -299,6 +299,8 @@ TEST_F(LibraryTest, VerifyFindsCorruptMissingOrphansAndStaleTempsAndUseRefusesCo
   const std::string blob_a = lib.blobs().path_of(ea.id);
   std::string bytes = sg::test::read_bytes(blob_a);
   bytes[bytes.size() - 3] ^= 0x01;
+  EXPECT_EQ(fs::status(blob_a).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);  // blobs are read-only
   fs::permissions(blob_a, fs::perms::owner_write, fs::perm_options::add);
   sg::test::write_bytes(blob_a, bytes);
   report = lib.verify();

@@ -124,6 +124,7 @@ TEST_F(LibraryCliTest, InitAddListShowExportRmVerify) {
   const std::string blob = root_ + "/lib/blobs/" + ids[0].substr(0, 2) + "/" + ids[0] + ".safetensors";
   std::string bytes = sg::test::read_bytes(blob);
   bytes[bytes.size() - 1] ^= 0x20;
+  fs::permissions(blob, fs::perms::owner_write, fs::perm_options::add);  // blobs are read-only
   sg::test::write_bytes(blob, bytes);
   r = library("verify --lib " + lib_ + " --json " + shell_quote(root_ + "/verify.json"));
   EXPECT_EQ(r.exit_code, 1) << r.output;
