@@ -39,7 +39,8 @@ int run_merge(const std::vector<std::string>& args) {
                 "       skillgraft merge --config merge.yaml --out DIR",
                 "Merges fine-tuned checkpoints and skills of one base model into one model, streaming tensor\n"
                 "by tensor on all cores, and writes an HF checkpoint (config and tokenizer from the base).\n"
-                "An input is a checkpoint directory or a sparse skill file; each is checked against the base.\n"
+                "An input is a checkpoint directory or a skill file (sparse, LoRA or dense); each is checked\n"
+                "against the base (names, shapes; a skill's base fingerprint).\n"
                 "Methods (delta_i = input - base, w_i its weight):\n"
                 "  linear           sum w_i theta_i / sum w_i (--normalize false: no divide)\n"
                 "  task_arithmetic  base + lambda * sum w_i delta_i\n"

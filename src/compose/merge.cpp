@@ -304,6 +304,8 @@ ChunkReader::ChunkReader(const TensorJob& job, Fill fill, std::vector<bool> acti
     : job_(job), fill_(fill), active_(std::move(active)) {
   if (active_.empty()) active_.assign(job.deltas.size(), true);
   if (job.base.scalar_type() != at::kFloat) base_buffer_.resize(kChunkElements);
+  scratch_.resize(3 * kChunkElements);
+  chunk_.scratch = scratch_.data();
   input_buffers_.resize(job.deltas.size());
   chunk_.inputs.resize(job.deltas.size());
   for (size_t i = 0; i < job.deltas.size(); ++i) {
@@ -446,6 +448,7 @@ nlohmann::json MergeReport::to_json() const {
           {"bytes_read", bytes_read},
           {"bytes_written", bytes_written},
           {"seconds", seconds},
+          {"commit_seconds", commit_seconds},
           {"threads", threads}};
 }
 
@@ -511,7 +514,9 @@ MergeReport merge_inputs_to_checkpoint(std::shared_ptr<const MergeBase> base, co
   for (const io::TensorSpec& spec : writer.data_order()) order.push_back(spec.name);
   FileSink sink(writer);
   merge_tensors(*base, inputs, options, order, sink, report);
+  const auto commit_start = std::chrono::steady_clock::now();
   writer.commit();
+  report.commit_seconds = seconds_since(commit_start);
 
   // What an earlier save left that this one did not write, so that loading cannot mix them.
   std::vector<std::string> stale;

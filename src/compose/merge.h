@@ -1,10 +1,11 @@
-// Merging many inputs (fine-tuned checkpoints, sparse skills) into one model over a shared base, by
-// the methods mergekit users know — linear, task_arithmetic, ties, dare_linear, dare_ties — and
-// sparse_union (several sparse grafts at once, overlaps resolved by a rule). Streams tensor by
-// tensor and chunk by chunk over the base's tensors: an input's values are read by mmap a slab at a
-// time and handed back after, the output is written chunk by chunk at its place in the file, so
-// memory stays a few megabytes per input however large the model; chunks run on all LibTorch
-// threads (at::set_num_threads / --threads).
+// Merging many inputs (fine-tuned checkpoints, sparse / LoRA / dense skills) into one model over a
+// shared base, by the methods mergekit users know — linear, task_arithmetic, ties, dare_linear,
+// dare_ties — and sparse_union (several sparse grafts at once, overlaps resolved by a rule).
+// Streams tensor by tensor and chunk by chunk over the base's tensors: an input's values are read by
+// mmap a slab at a time and handed back after, the output is written chunk by chunk at its place in
+// the file, so memory stays a few megabytes per input however large the model (a LoRA input adds
+// its one dense delta of the tensor being merged); chunks run on all LibTorch threads
+// (at::set_num_threads / --threads).
 //
 // Semantics (theta = merged, b = base, delta_i = theta_i - b in float32, w_i = weight, lambda):
 //   linear           theta = sum w_i theta_i / sum w_i  (normalize on, the default; off: no divide).
@@ -106,6 +107,7 @@ struct MergeReport {
   uint64_t bytes_read = 0;   // base + input tensor bytes read (once each; ties' extra passes not counted)
   uint64_t bytes_written = 0;  // output tensor bytes
   double seconds = 0;        // the merge, writing and fsync included
+  double commit_seconds = 0;  // of which the final fsync + rename of the checkpoint (disk-bound)
   int threads = 1;
   nlohmann::json to_json() const;
 };

@@ -15,6 +15,7 @@
 #include "io/hf_checkpoint.h"
 #include "io/safetensors.h"
 #include "model/causal_lm.h"
+#include "skills/lora_skill.h"
 #include "skills/skill.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -328,9 +329,11 @@ MergeInput MergeInput::open(const std::string& path, std::shared_ptr<const Merge
                    "format=skillgraft.skill); hint: pass a model directory, or a skill from skillgraft localize");
   const std::string kind = metadata.count("kind") ? metadata.at("kind") : "";
   if (kind == "sparse") return from_sparse_skill(skills::load_sparse_skill(path), std::move(base), true);
+  if (kind == "lora") return from_lora_skill(skills::load_lora_skill(path), std::move(base), true);
+  if (kind == "dense") return from_dense_skill(skills::load_dense_skill(path), std::move(base), true);
   SG_CHECK(kind != "neurons", path << ": a neuron set (kind=neurons) says where a skill is, not how it changes "
                                       "the weights, so it cannot be merged; hint: merge a sparse, LoRA or dense skill");
-  SG_FAIL(path << ": skill kind \"" << kind << "\" cannot be merged; hint: merge sparse skills or checkpoints");
+  SG_FAIL(path << ": skill kind \"" << kind << "\" cannot be merged; hint: merge sparse, lora or dense skills, or checkpoints");
 }
 
 MergeInput MergeInput::from_state_dict(io::StateDict weights, std::shared_ptr<const MergeBase> base,
@@ -352,24 +355,67 @@ MergeInput MergeInput::from_state_dict(io::StateDict weights, std::shared_ptr<co
   return input;
 }
 
+namespace {
+
+// A skill's base fingerprint, and each named tensor: in the base, same shape, floating.
+void check_skill(const std::string& label, const std::string& fingerprint,
+                 const std::map<std::string, std::vector<int64_t>>& shapes, const MergeBase& base, bool check_base) {
+  if (check_base) {
+    SG_CHECK(base.matches_fingerprint(fingerprint),
+             label << ": the skill was made for base fingerprint " << fingerprint << ", but " << base_label(base)
+                   << " is " << base.fingerprint() << "; hint: merge only skills localized from this base model");
+  }
+  for (const auto& [name, shape] : shapes) {
+    const at::Tensor* b = base.tensors().find(name);
+    SG_CHECK(b != nullptr, label << ": the skill has tensor \"" << name << "\", which the base " << base_label(base)
+                                 << " does not; hint: merge only skills made from this base model");
+    SG_CHECK(shape == b->sizes().vec(), label << ": tensor \"" << name << "\" is " << shape_text(shape)
+                                              << " in the skill but " << shape_text(b->sizes().vec())
+                                              << " in the base; hint: merge only skills of this base model");
+    SG_CHECK(b->is_floating_point(), label << ": the skill changes tensor \"" << name
+                                           << "\", which is not floating point in the base; hint: the skill is damaged");
+  }
+}
+
+}  // namespace
+
+MergeInput MergeInput::from_lora_skill(skills::LoraSkill skill, std::shared_ptr<const MergeBase> base, bool check_base) {
+  const std::string label = skill.source.empty() ? "LoRA skill \"" + skill.task + "\"" : skill.source;
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& [name, part] : skill.tensors) shapes[name] = part.shape;
+  check_skill(label, skill.base_fingerprint, shapes, *base, check_base);
+  MergeInput input;
+  input.kind_ = InputKind::kLora;
+  input.label_ = label;
+  input.base_ = std::move(base);
+  input.lora_ = std::make_shared<const skills::LoraSkill>(std::move(skill));
+  return input;
+}
+
+MergeInput MergeInput::from_dense_skill(skills::DenseSkill skill, std::shared_ptr<const MergeBase> base, bool check_base) {
+  const std::string label = skill.source.empty() ? "dense skill \"" + skill.task + "\"" : skill.source;
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (auto& [name, delta] : skill.tensors) {
+    shapes[name] = delta.sizes().vec();
+    delta = delta.detach().cpu().to(at::kFloat).contiguous();
+  }
+  check_skill(label, skill.base_fingerprint, shapes, *base, check_base);
+  MergeInput input;
+  input.kind_ = InputKind::kDense;
+  input.label_ = label;
+  input.base_ = std::move(base);
+  input.dense_ = std::make_shared<const skills::DenseSkill>(std::move(skill));
+  return input;
+}
+
 MergeInput MergeInput::from_sparse_skill(skills::SparseSkill skill, std::shared_ptr<const MergeBase> base,
                                          bool check_base) {
   const std::string label = skill.source.empty() ? "sparse skill \"" + skill.task + "\"" : skill.source;
-  if (check_base) {
-    SG_CHECK(base->matches_fingerprint(skill.base_fingerprint),
-             label << ": the skill was made for base fingerprint " << skill.base_fingerprint << ", but "
-                   << base_label(*base) << " is " << base->fingerprint()
-                   << "; hint: merge only skills localized from this base model");
-  }
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& [name, part] : skill.tensors) shapes[name] = part.shape;
+  check_skill(label, skill.base_fingerprint, shapes, *base, check_base);
   for (auto& [name, part] : skill.tensors) {
     const at::Tensor* b = base->tensors().find(name);
-    SG_CHECK(b != nullptr, label << ": the skill has tensor \"" << name << "\", which the base " << base_label(*base)
-                                 << " does not; hint: merge only skills localized from this base model");
-    SG_CHECK(part.shape == b->sizes().vec(), label << ": tensor \"" << name << "\" is " << shape_text(part.shape)
-                                                   << " in the skill but " << shape_text(b->sizes().vec())
-                                                   << " in the base; hint: merge only skills of this base model");
-    SG_CHECK(b->is_floating_point(), label << ": the skill changes tensor \"" << name
-                                           << "\", which is not floating point in the base; hint: the skill is damaged");
     part.indices = part.indices.to(at::kLong).contiguous();
     part.delta = part.delta.to(at::kFloat).contiguous();
     const int64_t count = part.indices.numel();
@@ -395,8 +441,10 @@ bool MergeInput::touches(const std::string& name) const {
   switch (kind_) {
     case InputKind::kCheckpoint: return weights_.contains(name);
     case InputKind::kSparse: return sparse_->tensors.count(name) > 0;
-    default: return false;
+    case InputKind::kLora: return lora_->tensors.count(name) > 0;
+    case InputKind::kDense: return dense_->tensors.count(name) > 0;
   }
+  return false;
 }
 
 TensorDelta MergeInput::tensor(const std::string& name) const {
@@ -414,8 +462,20 @@ TensorDelta MergeInput::tensor(const std::string& name) const {
       delta.sparse_delta = it->second.delta;
       break;
     }
-    default:
+    case InputKind::kLora: {
+      auto it = lora_->tensors.find(name);
+      if (it == lora_->tensors.end()) break;
+      delta.form = TensorDelta::Form::kDense;
+      delta.dense = skills::lora_dense_delta(it->second).to(at::kFloat).contiguous();
       break;
+    }
+    case InputKind::kDense: {
+      auto it = dense_->tensors.find(name);
+      if (it == dense_->tensors.end()) break;
+      delta.form = TensorDelta::Form::kDense;
+      delta.dense = it->second;
+      break;
+    }
   }
   return delta;
 }

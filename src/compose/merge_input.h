@@ -1,6 +1,7 @@
 // What a merge reads: the base checkpoint, and its inputs — fine-tuned checkpoints, sparse skills,
 // LoRA skills, dense skills — each seen, per base tensor, as its delta theta_i - theta_base (float32)
-// or as absent (a skill that does not touch the tensor). Checkpoints are read by mmap, tensor by
+// or as absent (a skill that does not touch the tensor). A LoRA weight's delta (scale * B A) is
+// formed when its tensor is merged, one tensor at a time. Checkpoints are read by mmap, tensor by
 // tensor; nothing loads every tensor's data at once, and release() hands a processed range's pages
 // back so a merge's resident memory stays a few tensors' worth, whatever the model size.
 //
@@ -28,6 +29,8 @@ class SafetensorsFile;
 }
 namespace sg::skills {
 struct SparseSkill;
+struct LoraSkill;
+struct DenseSkill;
 }  // namespace sg::skills
 
 namespace sg::compose {
@@ -126,6 +129,10 @@ class MergeInput {
                                     const std::string& label);
   static MergeInput from_sparse_skill(skills::SparseSkill skill, std::shared_ptr<const MergeBase> base,
                                       bool check_base = true);
+  static MergeInput from_lora_skill(skills::LoraSkill skill, std::shared_ptr<const MergeBase> base,
+                                    bool check_base = true);
+  static MergeInput from_dense_skill(skills::DenseSkill skill, std::shared_ptr<const MergeBase> base,
+                                     bool check_base = true);
 
   InputKind kind() const { return kind_; }
   const std::string& label() const { return label_; }  // the path, or the label/task given
@@ -146,6 +153,8 @@ class MergeInput {
   io::StateDict weights_;                   // kCheckpoint: theta_i (views)
   std::shared_ptr<CheckpointFiles> files_;  // kCheckpoint from a directory
   std::shared_ptr<const skills::SparseSkill> sparse_;
+  std::shared_ptr<const skills::LoraSkill> lora_;
+  std::shared_ptr<const skills::DenseSkill> dense_;
 };
 
 // float32 copy of flat elements [begin, end) of a contiguous floating tensor (F32, BF16, F16, F64).

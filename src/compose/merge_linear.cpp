@@ -1,7 +1,7 @@
 // linear: the weighted average of the models, theta = sum w_i theta_i / sum w_i (normalize, the
 // default) or sum w_i theta_i. Sums in float64; theta_i is each input's own value (a checkpoint's
 // exactly, a skill's as base + delta), so averaging identical models returns them bit for bit.
-#include <vector>
+#include <algorithm>
 
 #include "compose/merge_method.h"
 
@@ -18,12 +18,12 @@ class LinearMerger : public TensorMerger {
 
   void combine(const TensorJob& job, Chunk& chunk, float* out) const override {
     const int64_t n = chunk.size();
-    thread_local std::vector<double> sum;
-    sum.assign(n, 0.0);
+    double* __restrict sum = chunk.scratch;
+    std::fill(sum, sum + n, 0.0);
     double weight_sum = 0;
     for (size_t i = 0; i < chunk.inputs.size(); ++i) {
       const double w = job.weights[i];
-      const float* theta = chunk.inputs[i];
+      const float* __restrict theta = chunk.inputs[i];
       weight_sum += w;
       for (int64_t j = 0; j < n; ++j) sum[j] += w * theta[j];
     }

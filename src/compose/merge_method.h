@@ -45,6 +45,7 @@ struct Chunk {
   const float* base = nullptr;
   std::vector<float*> inputs;
   std::vector<const uint8_t*> covered;  // with Fill::kDeltasAndCoverage
+  double* scratch = nullptr;  // 3 * kChunkElements doubles for the method's own use
   int64_t size() const { return end - begin; }
 };
 
@@ -64,6 +65,7 @@ class ChunkReader {
   std::vector<float> base_buffer_;
   std::vector<std::vector<float>> input_buffers_;
   std::vector<std::vector<uint8_t>> covered_buffers_;
+  std::vector<double> scratch_;
   Chunk chunk_;
 };
 

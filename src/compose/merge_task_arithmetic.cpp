@@ -1,7 +1,7 @@
 // task_arithmetic: theta = base + lambda * sum w_i delta_i (mergekit's default: no normalize; with
 // normalize the sum is divided by sum w_i). Also the combine step of dare_linear.
+#include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "compose/merge_method.h"
 
@@ -9,14 +9,14 @@ namespace sg::compose {
 
 void combine_weighted_sum(const TensorJob& job, const Chunk& chunk, float* out) {
   const int64_t n = chunk.size();
-  thread_local std::vector<double> sum;
-  sum.assign(n, 0.0);
+  double* __restrict sum = chunk.scratch;
+  std::fill(sum, sum + n, 0.0);
   double weight_sum = 0;
   for (size_t i = 0; i < chunk.inputs.size(); ++i) {
     weight_sum += job.weights[i];  // an absent input still counts (its delta is 0)
     if (job.deltas[i].absent()) continue;
     const double w = job.weights[i];
-    const float* delta = chunk.inputs[i];
+    const float* __restrict delta = chunk.inputs[i];
     for (int64_t j = 0; j < n; ++j) sum[j] += w * delta[j];
   }
   if (std::abs(weight_sum) < 1e-8) weight_sum = 1;  // mergekit's guard
@@ -24,8 +24,9 @@ void combine_weighted_sum(const TensorJob& job, const Chunk& chunk, float* out) 
   // lambda / divisor in one factor: with normalize off it is lambda itself, so lambda = 1 and one
   // input of weight 1 give base + delta exactly (what grafting the input gives).
   const double scale = job.normalize ? lambda / weight_sum : lambda;
-  const float* base = chunk.base;
-  for (int64_t j = 0; j < n; ++j) out[j] = base[j] + static_cast<float>(sum[j] * scale);
+  const float* __restrict base = chunk.base;
+  float* __restrict result = out;
+  for (int64_t j = 0; j < n; ++j) result[j] = base[j] + static_cast<float>(sum[j] * scale);
 }
 
 namespace {

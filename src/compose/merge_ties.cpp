@@ -11,13 +11,14 @@
 // Every pass reads all inputs at once, streamed by slab like the combine.
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <mutex>
 #include <vector>
 
 #include "compose/merge_method.h"
+#include "util/error.h"
 
 namespace sg::compose {
 
@@ -117,51 +118,59 @@ class TiesMerger : public TensorMerger {
     for (size_t i = 0; i < trims_.size(); ++i) {
       const Trim& trim = trims_[i];
       if (!trim.active) continue;
-      float* delta = chunk.inputs[i];
+      float* __restrict delta = chunk.inputs[i];
       if (trim.keep_none) {
         std::fill(delta, delta + n, 0.0f);
         continue;
       }
-      const uint32_t t = trim.threshold;
-      const int64_t cut = trim.cut - chunk.begin;  // in chunk coordinates
-      for (int64_t j = 0; j < n; ++j) {
-        const uint32_t bits = magnitude_bits(delta[j]);
-        const bool keep = bits > t || (bits == t && j < cut);
-        delta[j] = keep ? delta[j] : 0.0f;
-      }
+      // Keep |delta| > t, and |delta| == t below the cut index (as float compares, which
+      // vectorize; for non-negative floats they order like the bits).
+      float t;
+      std::memcpy(&t, &trim.threshold, sizeof t);
+      const int64_t cut = std::clamp<int64_t>(trim.cut - chunk.begin, 0, n);  // in chunk coordinates
+      for (int64_t j = 0; j < cut; ++j) delta[j] = std::fabs(delta[j]) >= t ? delta[j] : 0.0f;
+      for (int64_t j = cut; j < n; ++j) delta[j] = std::fabs(delta[j]) > t ? delta[j] : 0.0f;
     }
     combine_sign_consensus(job, chunk, out);
   }
 
  private:
   // One pass over every selecting input: counts[i][bin_of(i, bits)]++ (a bin < 0 is skipped).
+  // Each thread counts into its own histograms (allocated once per pass), summed at the end.
   template <typename BinOf>
   void histogram_pass(const TensorJob& job, const std::vector<bool>& selecting,
                       std::vector<std::vector<int64_t>>& counts, BinOf bin_of) {
-    std::mutex mutex;
+    const int threads = at::get_num_threads();
+    std::vector<std::vector<std::vector<int64_t>>> per_thread(threads);
+    for (auto& local : per_thread) {
+      local.resize(counts.size());
+      for (size_t i = 0; i < counts.size(); ++i) local[i].assign(counts[i].size(), 0);
+    }
     for_each_slab(job, [&](int64_t slab_begin, int64_t slab_end) {
       parallel_chunks(slab_begin, slab_end, [&](int64_t begin, int64_t end) {
+        const int thread = at::get_thread_num();
+        SG_CHECK(thread >= 0 && thread < threads, "thread " << thread << " of " << threads << "; hint: internal error");
+        std::vector<std::vector<int64_t>>& local = per_thread[thread];
         ChunkReader reader(job, Fill::kDeltas, selecting);
-        std::vector<std::vector<int64_t>> local(counts.size());
-        for (size_t i = 0; i < counts.size(); ++i) local[i].assign(counts[i].size(), 0);
         for (int64_t c = begin; c < end; c += kChunkElements) {
           Chunk& chunk = reader.read(c, std::min(c + kChunkElements, end));
           for (size_t i = 0; i < counts.size(); ++i) {
             if (!selecting[i]) continue;
-            const float* delta = chunk.inputs[i];
-            int64_t* bins = local[i].data();
+            const float* __restrict delta = chunk.inputs[i];
+            int64_t* __restrict bins = local[i].data();
             for (int64_t j = 0, n = chunk.size(); j < n; ++j) {
               const int bin = bin_of(i, magnitude_bits(delta[j]));
               if (bin >= 0) ++bins[bin];
             }
           }
         }
-        std::lock_guard<std::mutex> lock(mutex);
-        for (size_t i = 0; i < counts.size(); ++i) {
-          for (size_t b = 0; b < counts[i].size(); ++b) counts[i][b] += local[i][b];
-        }
       });
     });
+    for (const auto& local : per_thread) {
+      for (size_t i = 0; i < counts.size(); ++i) {
+        for (size_t b = 0; b < counts[i].size(); ++b) counts[i][b] += local[i][b];
+      }
+    }
   }
 
   // For each cutting input: the flat index just past the need-th element (in index order) equal to
@@ -214,38 +223,42 @@ class TiesMerger : public TensorMerger {
 
 void combine_sign_consensus(const TensorJob& job, const Chunk& chunk, float* out) {
   const int64_t n = chunk.size();
-  thread_local std::vector<double> elected, sum, divisor;
-  elected.assign(n, 0.0);
-  sum.assign(n, 0.0);
-  divisor.assign(n, 0.0);
+  double* __restrict elected = chunk.scratch;
+  double* __restrict sum = chunk.scratch + kChunkElements;
+  double* __restrict divisor = chunk.scratch + 2 * kChunkElements;
+  std::fill(elected, elected + n, 0.0);
   for (size_t i = 0; i < chunk.inputs.size(); ++i) {
     if (job.deltas[i].absent()) continue;
     const double w = job.weights[i];
-    const float* delta = chunk.inputs[i];
+    const float* __restrict delta = chunk.inputs[i];
     for (int64_t j = 0; j < n; ++j) elected[j] += w * delta[j];
   }
+  // The elected sign is + where the sum is >= 0 (elected[] becomes +-1); an entry agrees when its
+  // weighted value has that sign: weighted * sign > 0 (so a zero entry never does).
+  for (int64_t j = 0; j < n; ++j) elected[j] = elected[j] >= 0 ? 1.0 : -1.0;
+  std::fill(sum, sum + n, 0.0);
+  std::fill(divisor, divisor + n, 0.0);
   for (size_t i = 0; i < chunk.inputs.size(); ++i) {
     if (job.deltas[i].absent()) continue;
     const double w = job.weights[i];
-    const float* delta = chunk.inputs[i];
+    const float* __restrict delta = chunk.inputs[i];
     for (int64_t j = 0; j < n; ++j) {
       const double weighted = w * delta[j];
-      // The elected sign is + where the sum is >= 0; an entry agrees when its weighted sign matches
-      // (a zero entry never does).
-      const bool agree = elected[j] >= 0 ? weighted > 0 : weighted < 0;
+      const bool agree = weighted * elected[j] > 0;
       sum[j] += agree ? weighted : 0.0;
       divisor[j] += agree ? w : 0.0;
     }
   }
   const double lambda = job.options->lambda;
-  const float* base = chunk.base;
+  const float* __restrict base = chunk.base;
+  float* __restrict result = out;
   if (job.normalize) {
     for (int64_t j = 0; j < n; ++j) {
       const double d = divisor[j] == 0 ? 1.0 : divisor[j];
-      out[j] = base[j] + static_cast<float>(sum[j] / d * lambda);
+      result[j] = base[j] + static_cast<float>(sum[j] / d * lambda);
     }
   } else {
-    for (int64_t j = 0; j < n; ++j) out[j] = base[j] + static_cast<float>(sum[j] * lambda);
+    for (int64_t j = 0; j < n; ++j) result[j] = base[j] + static_cast<float>(sum[j] * lambda);
   }
 }
 

@@ -14,6 +14,7 @@
 #include "io/fingerprint.h"
 #include "io/hf_checkpoint.h"
 #include "io/safetensors.h"
+#include "skills/lora_skill.h"
 #include "skills/skill.h"
 #include "test_env.h"
 #include "test_util.h"
@@ -133,6 +134,51 @@ TEST(Merge, TaskArithmeticOfOneSkillWithWeightOneIsGraftingIt) {
   EXPECT_EQ(report.merged_tensors, 4);
   // sparse_union of that one skill is its graft too.
   expect_dicts_bit_equal(sg::compose::merge_to_state_dict(spec_of(f, MergeMethod::kSparseUnion, {{path, 1.0}})), grafted);
+}
+
+TEST(Merge, LoraAndDenseSkillsMergeLikeApplyingThem) {
+  Fixture f = make_fixture("sg-merge");
+  torch::manual_seed(30);
+  sg::skills::LoraSkill lora;
+  lora.base_fingerprint = sg::io::state_dict_fingerprint(f.base);
+  lora.task = "lora";
+  for (const char* name : {"model.layers.0.mlp.up_proj.weight", "model.layers.1.mlp.up_proj.weight"}) {
+    sg::skills::LoraTensorDelta part;
+    part.a = torch::randn({3, 16}) * 0.1;
+    part.b = torch::randn({24, 3}) * 0.1;
+    part.scale = 2.0 / 3.0;
+    part.shape = {24, 16};
+    lora.tensors[name] = part;
+  }
+  sg::skills::DenseSkill dense;
+  dense.base_fingerprint = lora.base_fingerprint;
+  dense.task = "dense";
+  dense.tensors["model.embed_tokens.weight"] = torch::randn({50, 16}) * 0.01;
+  const std::string lora_path = f.root + "/lora.safetensors", dense_path = f.root + "/dense.safetensors";
+  sg::skills::save_lora_skill(lora_path, lora);
+  sg::skills::save_dense_skill(dense_path, dense);
+
+  StateDict expected = clone_dict(f.base);
+  sg::skills::apply_lora_skill(expected, sg::skills::load_lora_skill(lora_path));
+  expect_dicts_bit_equal(sg::compose::merge_to_state_dict(spec_of(f, MergeMethod::kTaskArithmetic, {{lora_path, 1}})),
+                         expected);
+  MergeSpec ties = spec_of(f, MergeMethod::kTies, {{lora_path, 1}});
+  expect_dicts_bit_equal(sg::compose::merge_to_state_dict(ties), expected);
+  sg::skills::apply_dense_skill(expected, sg::skills::load_dense_skill(dense_path), /*check_base=*/false);
+  // Disjoint tensors: their sum is applying both.
+  const StateDict both =
+      sg::compose::merge_to_state_dict(spec_of(f, MergeMethod::kTaskArithmetic, {{lora_path, 1}, {dense_path, 1}}));
+  expect_dicts_bit_equal(both, expected);
+  // Kinds in the report; a LoRA skill of another base is refused.
+  sg::compose::MergeReport report;
+  sg::compose::merge_to_state_dict(spec_of(f, MergeMethod::kTaskArithmetic, {{lora_path, 1}, {dense_path, 1}}), &report);
+  EXPECT_EQ(report.inputs[0]["kind"], "lora");
+  EXPECT_EQ(report.inputs[1]["kind"], "dense");
+  lora.base_fingerprint = "0123456789abcdef";
+  sg::skills::save_lora_skill(lora_path, lora);
+  EXPECT_NE(error_of([&] { sg::compose::merge_to_state_dict(spec_of(f, MergeMethod::kTaskArithmetic, {{lora_path, 1}})); })
+                .find("the skill was made for base fingerprint 0123456789abcdef"),
+            std::string::npos);
 }
 
 TEST(Merge, TiesAtDensityOneOfOneInputIsThatInput) {
