@@ -8,13 +8,15 @@
 // Then, in this process:
 //   memcpy   --threads threads each copying a slice of a 256 MB buffer (64 MB with --small); the
 //            median of 5 copies after a warm-up; bandwidth = bytes copied / second
-//   merge    compose::merge_to_checkpoint per --methods: throughput = (bytes of base + inputs read
-//            + bytes written) / seconds, with and without the final fsync (disk-bound); peak RSS
-//            (VmHWM, reset through /proc/self/clear_refs before each merge) over the RSS before
-// One JSON line per method. The temp directory is removed at the end (also on error).
+//   merge    compose::merge_to_checkpoint per --methods, alternating, --reps rounds (default 3):
+//            throughput = (bytes of base + inputs read + bytes written) / seconds of the median run,
+//            with and without the final fsync (disk-bound); peak RSS (VmHWM, reset through
+//            /proc/self/clear_refs before each merge) over the RSS before, the largest of the runs
+// One JSON line per method (every run's seconds in runs_seconds). The temp directory is removed at the end (also on error).
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -38,7 +40,7 @@ using sg::bench::median;
 using sg::bench::now_seconds;
 
 struct Options {
-  int64_t size_mb = 1024, tensors = 8, inputs = 4, threads = 0;
+  int64_t size_mb = 1024, tensors = 8, inputs = 4, threads = 0, reps = 3;
   std::string methods = "task_arithmetic,ties", dir = "/tmp";
   bool small = false;
 };
@@ -58,11 +60,12 @@ Options parse(int argc, char** argv) {
     else if (flag == "--tensors") o.tensors = std::stoll(value);
     else if (flag == "--inputs") o.inputs = std::stoll(value);
     else if (flag == "--threads") o.threads = std::stoll(value);
+    else if (flag == "--reps") o.reps = std::stoll(value);
     else if (flag == "--methods") o.methods = value;
     else if (flag == "--dir") o.dir = value;
-    else SG_FAIL("unknown flag " << flag << "; hint: --size-mb --tensors --inputs --threads --methods --dir --small");
+    else SG_FAIL("unknown flag " << flag << "; hint: --size-mb --tensors --inputs --threads --reps --methods --dir --small");
   }
-  SG_CHECK(o.size_mb > 0 && o.tensors > 0 && o.inputs > 0, "sizes must be > 0");
+  SG_CHECK(o.size_mb > 0 && o.tensors > 0 && o.inputs > 0 && o.reps > 0, "sizes and --reps must be > 0");
   return o;
 }
 
@@ -180,30 +183,53 @@ int main(int argc, char** argv) {
     const double bandwidth_one = memcpy_bandwidth(o.small ? (int64_t{64} << 20) : (int64_t{256} << 20));
     at::set_num_threads(threads);
 
-    for (const std::string& method : split_list(o.methods)) {
-      spec.options = sg::compose::MergeOptions();
-      spec.options.method = sg::compose::parse_merge_method(method);
-      if (method == "ties" || method == "dare_ties" || method == "dare_linear") spec.options.density = 0.2;
-      const int64_t rss_before = status_bytes("VmRSS");
-      reset_peak_rss();
-      const sg::compose::MergeReport report = sg::compose::merge_to_checkpoint(spec, temp.path + "/out");
-      const int64_t peak = status_bytes("VmHWM");
+    // Methods alternate, --reps rounds; each method's figures are from its median run.
+    const std::vector<std::string> methods = split_list(o.methods);
+    struct Run {
+      sg::compose::MergeReport report;
+      int64_t rss_before = 0, peak = 0;
+    };
+    std::vector<std::vector<Run>> runs(methods.size());
+    for (int64_t rep = 0; rep < o.reps; ++rep) {
+      for (size_t m = 0; m < methods.size(); ++m) {
+        spec.options = sg::compose::MergeOptions();
+        spec.options.method = sg::compose::parse_merge_method(methods[m]);
+        if (methods[m] == "ties" || methods[m] == "dare_ties" || methods[m] == "dare_linear") spec.options.density = 0.2;
+        Run run;
+        run.rss_before = status_bytes("VmRSS");
+        reset_peak_rss();
+        run.report = sg::compose::merge_to_checkpoint(spec, temp.path + "/out");
+        run.peak = status_bytes("VmHWM");
+        runs[m].push_back(run);
+      }
+    }
+    for (size_t m = 0; m < methods.size(); ++m) {
+      std::vector<Run> sorted = runs[m];
+      std::sort(sorted.begin(), sorted.end(), [](const Run& a, const Run& b) { return a.report.seconds < b.report.seconds; });
+      const Run& mid = sorted[sorted.size() / 2];
+      double peak_increase = 0;
+      std::string all_seconds;
+      for (const Run& run : runs[m]) {
+        peak_increase = std::max(peak_increase, static_cast<double>(run.peak - run.rss_before));
+        all_seconds += (all_seconds.empty() ? "" : ", ") + std::to_string(run.report.seconds);
+      }
+      const sg::compose::MergeReport& report = mid.report;
       const double moved = static_cast<double>(report.bytes_read + report.bytes_written);
       const double throughput = moved / report.seconds;
       const double throughput_no_fsync = moved / (report.seconds - report.commit_seconds);
       std::printf(
           "{\"method\": \"%s\", \"inputs\": %lld, \"tensors\": %lld, \"model_mb\": %.1f, \"largest_tensor_mb\": %.1f, "
-          "\"threads\": %d, \"seconds\": %.3f, \"fsync_seconds\": %.3f, \"moved_mb\": %.1f, \"throughput_gbs\": %.3f, "
-          "\"throughput_no_fsync_gbs\": %.3f, \"memcpy_gbs\": %.3f, \"memcpy_one_thread_gbs\": %.3f, "
+          "\"threads\": %d, \"seconds\": %.3f, \"runs_seconds\": [%s], \"fsync_seconds\": %.3f, \"moved_mb\": %.1f, "
+          "\"throughput_gbs\": %.3f, \"throughput_no_fsync_gbs\": %.3f, \"memcpy_gbs\": %.3f, \"memcpy_one_thread_gbs\": %.3f, "
           "\"ratio\": %.3f, \"ratio_no_fsync\": %.3f, \"rss_before_mb\": %.1f, \"peak_increase_mb\": %.1f, "
           "\"peak_mb\": %.1f, \"budget_mb\": %.1f, \"write_inputs_seconds\": %.1f}\n",
-          method.c_str(), static_cast<long long>(o.inputs), static_cast<long long>(o.tensors), model_bytes / 1048576.0,
-          largest_tensor / 1048576.0, threads, report.seconds, report.commit_seconds, moved / 1048576.0, throughput / 1e9,
-          throughput_no_fsync / 1e9, bandwidth / 1e9, bandwidth_one / 1e9, throughput / bandwidth,
-          throughput_no_fsync / bandwidth, rss_before / 1048576.0, (peak - rss_before) / 1048576.0, peak / 1048576.0,
-          (2 * largest_tensor) / 1048576.0, write_seconds);
-      std::fflush(stdout);
+          methods[m].c_str(), static_cast<long long>(o.inputs), static_cast<long long>(o.tensors), model_bytes / 1048576.0,
+          largest_tensor / 1048576.0, threads, report.seconds, all_seconds.c_str(), report.commit_seconds, moved / 1048576.0,
+          throughput / 1e9, throughput_no_fsync / 1e9, bandwidth / 1e9, bandwidth_one / 1e9, throughput / bandwidth,
+          throughput_no_fsync / bandwidth, mid.rss_before / 1048576.0, peak_increase / 1048576.0,
+          (mid.rss_before + peak_increase) / 1048576.0, (2 * largest_tensor) / 1048576.0, write_seconds);
     }
+    std::fflush(stdout);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_merge: %s\n", e.what());

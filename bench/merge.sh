@@ -4,8 +4,8 @@
 # buffers), through bench/bench_merge:
 #   a synthetic float32 base and 4 fine-tuned checkpoints of 1 GB each (8 tensors of 32M floats;
 #   --small: 64 MB each) written to a temp directory under /tmp (removed at the end), merged by
-#   task_arithmetic and ties (density 0.2) into a checkpoint, after measuring memcpy in the same
-#   process. Throughput = (base + inputs read + output written) / merge seconds, with and without
+#   task_arithmetic and ties (density 0.2) into a checkpoint, alternating, 3 runs each (median shown),
+#   after measuring memcpy in the same process. Throughput = (base + inputs read + output written) / merge seconds, with and without
 #   the final fsync of the output (disk-bound); inputs are read from the page cache (just written).
 #   Peak RSS: VmHWM, reset before each merge, over the RSS before it; "budget" = 2 x one input's
 #   largest tensor (the target's bound without the output buffers).
@@ -43,6 +43,8 @@ for r in rows:
     print(f"{r['method']:<16} {r['seconds']:8.2f} {r['fsync_seconds']:8.2f} {r['moved_mb']:9.0f} {r['throughput_gbs']:6.2f} "
           f"{r['ratio']:8.2f} {r['throughput_no_fsync_gbs']:6.2f} {r['ratio_no_fsync']:9.2f} | "
           f"{r['peak_increase_mb']:9.1f} {r['peak_increase_mb'] / r['budget_mb']:8.3f}")
+for r in rows:
+    print(f"  {r['method']}: runs {r['runs_seconds']} s (the table shows the median run)")
 print(f"* without the final fsync of the output; budget = 2 x largest input tensor = {r0['budget_mb']:.0f} MB; "
       f"peak RSS {rows[-1]['peak_mb']:.0f} MB in all (LibTorch included)")
 PY

@@ -35,6 +35,14 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 
 std::string base_label(const MergeBase& base) { return base.dir().empty() ? "the base (in memory)" : base.dir(); }
 
+// out[j] = a[j] - b[j]: a checkpoint's delta, the merge's hottest loop.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+void subtract(float* __restrict out, const float* __restrict a, const float* __restrict b, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) out[j] = a[j] - b[j];
+}
+
 // Drops the whole pages inside [data, data + bytes) from this process.
 void drop_pages(const uint8_t* data, uint64_t bytes) {
   static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
@@ -239,8 +247,7 @@ void TensorDelta::fill_delta(int64_t begin, int64_t end, const float* base, floa
       break;
     case Form::kValues:
       if (values.scalar_type() == at::kFloat) {
-        const float* v = values.data_ptr<float>() + begin;
-        for (int64_t j = 0; j < n; ++j) out[j] = v[j] - base[j];
+        subtract(out, values.data_ptr<float>() + begin, base, n);
       } else {
         read_as_float(values, begin, end, out);
         for (int64_t j = 0; j < n; ++j) out[j] -= base[j];

@@ -19,7 +19,15 @@
 
 namespace sg::compose {
 
-constexpr int64_t kChunkElements = 16384;
+constexpr int64_t kChunkElements = 4096;  // a chunk's buffers stay in L2
+
+// The elementwise kernels are compiled twice, for x86-64-v3 (AVX2) and the baseline, and the CPU
+// picks at load time. sg_compose builds with -ffp-contract=off, so both give the same bits.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define SG_MERGE_KERNEL __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define SG_MERGE_KERNEL
+#endif
 constexpr int64_t kSlabElements = int64_t{1} << 20;
 
 // One floating tensor being merged.

@@ -7,26 +7,36 @@
 
 namespace sg::compose {
 
+namespace {
+
+// sum[j] += w * x[j]
+SG_MERGE_KERNEL void accumulate(double* __restrict sum, const float* __restrict x, double w, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) sum[j] += w * x[j];
+}
+
+// out[j] = base[j] + float(sum[j] * scale)
+SG_MERGE_KERNEL void add_scaled(float* __restrict out, const float* __restrict base, const double* __restrict sum,
+                                double scale, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) out[j] = base[j] + static_cast<float>(sum[j] * scale);
+}
+
+}  // namespace
+
 void combine_weighted_sum(const TensorJob& job, const Chunk& chunk, float* out) {
   const int64_t n = chunk.size();
-  double* __restrict sum = chunk.scratch;
+  double* sum = chunk.scratch;
   std::fill(sum, sum + n, 0.0);
   double weight_sum = 0;
   for (size_t i = 0; i < chunk.inputs.size(); ++i) {
     weight_sum += job.weights[i];  // an absent input still counts (its delta is 0)
-    if (job.deltas[i].absent()) continue;
-    const double w = job.weights[i];
-    const float* __restrict delta = chunk.inputs[i];
-    for (int64_t j = 0; j < n; ++j) sum[j] += w * delta[j];
+    if (!job.deltas[i].absent()) accumulate(sum, chunk.inputs[i], job.weights[i], n);
   }
   if (std::abs(weight_sum) < 1e-8) weight_sum = 1;  // mergekit's guard
   const double lambda = job.options->lambda;
   // lambda / divisor in one factor: with normalize off it is lambda itself, so lambda = 1 and one
   // input of weight 1 give base + delta exactly (what grafting the input gives).
   const double scale = job.normalize ? lambda / weight_sum : lambda;
-  const float* __restrict base = chunk.base;
-  float* __restrict result = out;
-  for (int64_t j = 0; j < n; ++j) result[j] = base[j] + static_cast<float>(sum[j] * scale);
+  add_scaled(out, chunk.base, sum, scale, n);
 }
 
 namespace {

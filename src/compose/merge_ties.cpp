@@ -4,11 +4,14 @@
 // The sign election and disjoint sum are also dare_ties' combine step.
 //
 // The k-th largest magnitude is found without sorting, by radix selection on the float bits (for
-// non-negative floats the bit pattern orders like the value): pass 1 counts the top 16 bits of
-// |delta| over the whole tensor, pass 2 the low 16 bits inside the bin holding the k-th, which gives
-// the exact threshold t and how many elements equal it. When the k-th falls among equal magnitudes
-// (common in bf16 weights), the lowest flat indices are kept: a third pass finds the cut index.
-// Every pass reads all inputs at once, streamed by slab like the combine.
+// non-negative floats the bit pattern orders like the value): a histogram of the top 16 bits of
+// |delta| over a sample of the chunks guesses the bin holding the k-th; one full pass counts the
+// elements above a window of bins around the guess and histograms the window by its low 16 bits,
+// which gives the exact threshold t and how many elements equal it. A guess that misses (or a tensor
+// too small to sample) costs an exact pass over the top 16 bits and a second window pass. When the
+// k-th falls among equal magnitudes (common in bf16 weights), the lowest flat indices are kept: a
+// further pass finds the cut index. Every pass reads all inputs at once, streamed by slab like the
+// combine, so a large tensor costs about 1.1 reads of its inputs before the combine.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -26,6 +29,11 @@ namespace {
 
 constexpr int kHighBins = 1 << 15;  // |x| has a zero sign bit: bits >> 16 < 2^15
 constexpr int kLowBins = 1 << 16;
+// Sampling: every kSampleStride-th chunk, for tensors of at least kSampleMinElements; the window is
+// the sampled bin +- kWindowMargin high bins (a high bin is 1/128 of an octave of magnitudes).
+constexpr int64_t kSampleStride = 8;
+constexpr int64_t kSampleMinElements = 64 * kChunkElements;
+constexpr int kWindowMargin = 1;
 
 inline uint32_t magnitude_bits(float x) {
   uint32_t bits;
@@ -40,11 +48,27 @@ struct Trim {
   int64_t k = 0;
   uint32_t threshold = 0;  // bits of the k-th largest magnitude
   int64_t cut = std::numeric_limits<int64_t>::max();  // elements equal to the threshold are kept below this index
-  // selection state
-  int high_bin = 0;
-  int64_t above = 0;  // count strictly above the current bin / threshold
-  int64_t need = 0;   // how many to take from the current bin
+  int64_t need = 0;  // > 0: keep only this many of the elements equal to the threshold (find the cut)
 };
+
+// How many magnitude_bits(delta[j]) >= bits (as int32: magnitudes have a zero sign bit).
+SG_MERGE_KERNEL int64_t count_bits_at_least(const float* __restrict delta, int32_t bits, int64_t n) {
+  int64_t count = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    int32_t value;
+    std::memcpy(&value, delta + j, sizeof value);
+    count += (value & 0x7fffffff) >= bits;
+  }
+  return count;
+}
+
+SG_MERGE_KERNEL void keep_at_least(float* __restrict delta, float t, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) delta[j] = std::fabs(delta[j]) >= t ? delta[j] : 0.0f;
+}
+
+SG_MERGE_KERNEL void keep_above(float* __restrict delta, float t, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) delta[j] = std::fabs(delta[j]) > t ? delta[j] : 0.0f;
+}
 
 class TiesMerger : public TensorMerger {
  public:
@@ -68,44 +92,54 @@ class TiesMerger : public TensorMerger {
     }
     if (!any) return;
 
-    // Pass 1: histogram of the high 16 bits.
-    std::vector<std::vector<int64_t>> high(inputs);
-    for (size_t i = 0; i < inputs; ++i) {
-      if (selecting[i]) high[i].assign(kHighBins, 0);
+    // The k-th largest magnitude lies in some high bin b. A sample (every kSampleStride-th chunk)
+    // guesses b; one full pass then counts the elements above a window of bins around the guess
+    // and histograms the window's low bits, which gives the exact threshold when the k-th is in
+    // the window. Where it is not (or the tensor is too small to sample), an exact pass over the
+    // high bits finds b and a window of b alone follows.
+    std::vector<int> window_low(inputs, 0), window_high(inputs, -1);
+    std::vector<bool> unresolved = selecting;
+    if (job.numel >= kSampleMinElements) {
+      std::vector<std::vector<int64_t>> high(inputs);
+      for (size_t i = 0; i < inputs; ++i) {
+        if (selecting[i]) high[i].assign(kHighBins, 0);
+      }
+      histogram_pass(job, selecting, high, count_high_bins, kSampleStride);
+      for (size_t i = 0; i < inputs; ++i) {
+        if (!selecting[i]) continue;
+        int64_t sampled = 0;
+        for (int64_t count : high[i]) sampled += count;
+        const double k_sampled = static_cast<double>(trims_[i].k) * sampled / job.numel;
+        int64_t above = 0;
+        int bin = kHighBins - 1;
+        while (bin > 0 && above + high[i][bin] < k_sampled) above += high[i][bin--];
+        window_low[i] = std::max(0, bin - kWindowMargin);
+        window_high[i] = std::min(kHighBins - 1, bin + kWindowMargin);
+      }
+      window_pass(job, selecting, window_low, window_high, unresolved);
     }
-    histogram_pass(job, selecting, high, [](size_t, uint32_t bits) -> int { return static_cast<int>(bits >> 16); });
-    for (size_t i = 0; i < inputs; ++i) {
-      if (!selecting[i]) continue;
-      Trim& trim = trims_[i];
-      int64_t above = 0;
-      int bin = kHighBins - 1;
-      while (above + high[i][bin] < trim.k) above += high[i][bin--];
-      trim.high_bin = bin;
-      trim.above = above;
-      trim.need = trim.k - above;
+    if (std::any_of(unresolved.begin(), unresolved.end(), [](bool b) { return b; })) {
+      std::vector<std::vector<int64_t>> high(inputs);
+      for (size_t i = 0; i < inputs; ++i) {
+        if (unresolved[i]) high[i].assign(kHighBins, 0);
+      }
+      histogram_pass(job, unresolved, high, count_high_bins, 1);
+      for (size_t i = 0; i < inputs; ++i) {
+        if (!unresolved[i]) continue;
+        int64_t above = 0;
+        int bin = kHighBins - 1;
+        while (above + high[i][bin] < trims_[i].k) above += high[i][bin--];
+        window_low[i] = window_high[i] = bin;
+      }
+      std::vector<bool> left = unresolved;
+      window_pass(job, left, window_low, window_high, unresolved);
+      SG_CHECK(std::none_of(unresolved.begin(), unresolved.end(), [](bool b) { return b; }),
+               "ties: the top-k threshold of \"" << job.name << "\" was not found; hint: internal error");
     }
-
-    // Pass 2: histogram of the low 16 bits inside each input's bin.
-    std::vector<std::vector<int64_t>> low(inputs);
-    for (size_t i = 0; i < inputs; ++i) {
-      if (selecting[i]) low[i].assign(kLowBins, 0);
-    }
-    histogram_pass(job, selecting, low, [this](size_t i, uint32_t bits) -> int {
-      return static_cast<int>(bits >> 16) == trims_[i].high_bin ? static_cast<int>(bits & 0xffffu) : -1;
-    });
     std::vector<bool> cutting(inputs, false);
     bool any_cut = false;
     for (size_t i = 0; i < inputs; ++i) {
-      if (!selecting[i]) continue;
-      Trim& trim = trims_[i];
-      int64_t above = 0;
-      int bin = kLowBins - 1;
-      while (above + low[i][bin] < trim.need) above += low[i][bin--];
-      trim.threshold = (static_cast<uint32_t>(trim.high_bin) << 16) | static_cast<uint32_t>(bin);
-      const int64_t take = trim.need - above;  // of the low[i][bin] elements equal to the threshold
-      // Zeros add nothing wherever they are kept, so ties at 0 need no cut.
-      if (take < low[i][bin] && trim.threshold != 0) {
-        trim.need = take;
+      if (selecting[i] && trims_[i].need > 0) {
         cutting[i] = true;
         any_cut = true;
       }
@@ -128,18 +162,70 @@ class TiesMerger : public TensorMerger {
       float t;
       std::memcpy(&t, &trim.threshold, sizeof t);
       const int64_t cut = std::clamp<int64_t>(trim.cut - chunk.begin, 0, n);  // in chunk coordinates
-      for (int64_t j = 0; j < cut; ++j) delta[j] = std::fabs(delta[j]) >= t ? delta[j] : 0.0f;
-      for (int64_t j = cut; j < n; ++j) delta[j] = std::fabs(delta[j]) > t ? delta[j] : 0.0f;
+      keep_at_least(delta, t, cut);
+      keep_above(delta + cut, t, n - cut);
     }
     combine_sign_consensus(job, chunk, out);
   }
 
  private:
-  // One pass over every selecting input: counts[i][bin_of(i, bits)]++ (a bin < 0 is skipped).
-  // Each thread counts into its own histograms (allocated once per pass), summed at the end.
-  template <typename BinOf>
+  // One pass over the inputs in `active` (resolved ones are cleared from `active`): counts the
+  // elements above each input's window of high bins [low, high] and histograms the window by
+  // (high bin, low 16 bits). Where the k-th largest falls inside, sets the threshold and, when the
+  // k-th is one of several equal magnitudes, need = how many of them to keep (else 0).
+  void window_pass(const TensorJob& job, const std::vector<bool>& selecting, const std::vector<int>& low,
+                   const std::vector<int>& high, std::vector<bool>& active) {
+    const size_t inputs = job.deltas.size();
+    std::vector<std::vector<int64_t>> counts(inputs);
+    for (size_t i = 0; i < inputs; ++i) {
+      // (bins in the window) x 65536, then one slot for "above the window".
+      if (selecting[i]) counts[i].assign(static_cast<size_t>(high[i] - low[i] + 1) * kLowBins + 1, 0);
+    }
+    histogram_pass(
+        job, selecting, counts,
+        [&](size_t i, const float* __restrict delta, int64_t n, int64_t* __restrict bins) {
+          // "Above the window" counted by a loop that vectorizes; the few elements inside take the
+          // branch of the second loop.
+          const uint32_t first = static_cast<uint32_t>(low[i]), last = static_cast<uint32_t>(high[i]);
+          if (last + 1 < static_cast<uint32_t>(kHighBins)) {
+            bins[(last - first + 1) * kLowBins] += count_bits_at_least(delta, static_cast<int32_t>((last + 1) << 16), n);
+          }
+          for (int64_t j = 0; j < n; ++j) {
+            const uint32_t bits = magnitude_bits(delta[j]);
+            const uint32_t bin = bits >> 16;
+            if (bin - first <= last - first) ++bins[(bin - first) * kLowBins + (bits & 0xffffu)];
+          }
+        },
+        1);
+    for (size_t i = 0; i < inputs; ++i) {
+      if (!selecting[i]) continue;
+      Trim& trim = trims_[i];
+      const std::vector<int64_t>& c = counts[i];
+      int64_t above = c.back();
+      int64_t inside = 0;
+      for (size_t b = 0; b + 1 < c.size(); ++b) inside += c[b];
+      if (above >= trim.k || above + inside < trim.k) continue;  // the k-th is outside the window
+      int64_t index = static_cast<int64_t>(c.size()) - 2;
+      while (above + c[index] < trim.k) above += c[index--];
+      trim.threshold = (static_cast<uint32_t>(low[i] + index / kLowBins) << 16) | static_cast<uint32_t>(index % kLowBins);
+      const int64_t take = trim.k - above;  // of the c[index] elements equal to the threshold
+      // Zeros add nothing wherever they are kept, so ties at 0 need no cut.
+      trim.need = take < c[index] && trim.threshold != 0 ? take : 0;
+      active[i] = false;
+    }
+  }
+
+  // counts[bits >> 16]++ over one chunk of one input's delta.
+  static void count_high_bins(size_t, const float* __restrict delta, int64_t n, int64_t* __restrict bins) {
+    for (int64_t j = 0; j < n; ++j) ++bins[magnitude_bits(delta[j]) >> 16];
+  }
+
+  // One pass over every selecting input, over every stride-th chunk: count(i, delta, n, bins) adds
+  // a chunk of input i into its histogram. Each thread counts into its own histograms (allocated
+  // once per pass), summed at the end.
+  template <typename Count>
   void histogram_pass(const TensorJob& job, const std::vector<bool>& selecting,
-                      std::vector<std::vector<int64_t>>& counts, BinOf bin_of) {
+                      std::vector<std::vector<int64_t>>& counts, Count count, int64_t stride) {
     const int threads = at::get_num_threads();
     std::vector<std::vector<std::vector<int64_t>>> per_thread(threads);
     for (auto& local : per_thread) {
@@ -153,15 +239,10 @@ class TiesMerger : public TensorMerger {
         std::vector<std::vector<int64_t>>& local = per_thread[thread];
         ChunkReader reader(job, Fill::kDeltas, selecting);
         for (int64_t c = begin; c < end; c += kChunkElements) {
+          if ((c / kChunkElements) % stride != 0) continue;
           Chunk& chunk = reader.read(c, std::min(c + kChunkElements, end));
           for (size_t i = 0; i < counts.size(); ++i) {
-            if (!selecting[i]) continue;
-            const float* __restrict delta = chunk.inputs[i];
-            int64_t* __restrict bins = local[i].data();
-            for (int64_t j = 0, n = chunk.size(); j < n; ++j) {
-              const int bin = bin_of(i, magnitude_bits(delta[j]));
-              if (bin >= 0) ++bins[bin];
-            }
+            if (selecting[i]) count(i, chunk.inputs[i], chunk.size(), local[i].data());
           }
         }
       });
@@ -221,44 +302,64 @@ class TiesMerger : public TensorMerger {
 
 }  // namespace
 
+namespace {
+
+// elected[j] += w * delta[j]
+SG_MERGE_KERNEL void accumulate(double* __restrict elected, const float* __restrict delta, double w, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) elected[j] += w * delta[j];
+}
+
+// The elected sign is + where the sum is >= 0 (elected[] becomes +-1).
+SG_MERGE_KERNEL void sign_of(double* __restrict elected, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) elected[j] = elected[j] >= 0 ? 1.0 : -1.0;
+}
+
+// An entry agrees when its weighted value has the elected sign: weighted * sign > 0 (so a zero
+// entry never does); agreeing entries add to sum, their weights to divisor.
+SG_MERGE_KERNEL void add_agreeing(double* __restrict sum, double* __restrict divisor, const double* __restrict elected,
+                                  const float* __restrict delta, double w, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const double weighted = w * delta[j];
+    const bool agree = weighted * elected[j] > 0;
+    sum[j] += agree ? weighted : 0.0;
+    divisor[j] += agree ? w : 0.0;
+  }
+}
+
+SG_MERGE_KERNEL void finish_normalized(float* __restrict out, const float* __restrict base, const double* __restrict sum,
+                                       const double* __restrict divisor, double lambda, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const double d = divisor[j] == 0 ? 1.0 : divisor[j];
+    out[j] = base[j] + static_cast<float>(sum[j] / d * lambda);
+  }
+}
+
+SG_MERGE_KERNEL void finish_sum(float* __restrict out, const float* __restrict base, const double* __restrict sum,
+                                double lambda, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) out[j] = base[j] + static_cast<float>(sum[j] * lambda);
+}
+
+}  // namespace
+
 void combine_sign_consensus(const TensorJob& job, const Chunk& chunk, float* out) {
   const int64_t n = chunk.size();
-  double* __restrict elected = chunk.scratch;
-  double* __restrict sum = chunk.scratch + kChunkElements;
-  double* __restrict divisor = chunk.scratch + 2 * kChunkElements;
+  double* elected = chunk.scratch;
+  double* sum = chunk.scratch + kChunkElements;
+  double* divisor = chunk.scratch + 2 * kChunkElements;
   std::fill(elected, elected + n, 0.0);
   for (size_t i = 0; i < chunk.inputs.size(); ++i) {
-    if (job.deltas[i].absent()) continue;
-    const double w = job.weights[i];
-    const float* __restrict delta = chunk.inputs[i];
-    for (int64_t j = 0; j < n; ++j) elected[j] += w * delta[j];
+    if (!job.deltas[i].absent()) accumulate(elected, chunk.inputs[i], job.weights[i], n);
   }
-  // The elected sign is + where the sum is >= 0 (elected[] becomes +-1); an entry agrees when its
-  // weighted value has that sign: weighted * sign > 0 (so a zero entry never does).
-  for (int64_t j = 0; j < n; ++j) elected[j] = elected[j] >= 0 ? 1.0 : -1.0;
+  sign_of(elected, n);
   std::fill(sum, sum + n, 0.0);
   std::fill(divisor, divisor + n, 0.0);
   for (size_t i = 0; i < chunk.inputs.size(); ++i) {
-    if (job.deltas[i].absent()) continue;
-    const double w = job.weights[i];
-    const float* __restrict delta = chunk.inputs[i];
-    for (int64_t j = 0; j < n; ++j) {
-      const double weighted = w * delta[j];
-      const bool agree = weighted * elected[j] > 0;
-      sum[j] += agree ? weighted : 0.0;
-      divisor[j] += agree ? w : 0.0;
-    }
+    if (!job.deltas[i].absent()) add_agreeing(sum, divisor, elected, chunk.inputs[i], job.weights[i], n);
   }
-  const double lambda = job.options->lambda;
-  const float* __restrict base = chunk.base;
-  float* __restrict result = out;
   if (job.normalize) {
-    for (int64_t j = 0; j < n; ++j) {
-      const double d = divisor[j] == 0 ? 1.0 : divisor[j];
-      result[j] = base[j] + static_cast<float>(sum[j] / d * lambda);
-    }
+    finish_normalized(out, chunk.base, sum, divisor, job.options->lambda, n);
   } else {
-    for (int64_t j = 0; j < n; ++j) result[j] = base[j] + static_cast<float>(sum[j] * lambda);
+    finish_sum(out, chunk.base, sum, job.options->lambda, n);
   }
 }
 

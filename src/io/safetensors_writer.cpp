@@ -150,6 +150,13 @@ void SafetensorsStreamWriter::write_tensor(const std::string& name, const at::Te
   if (cpu.numel() > 0) write(name, 0, cpu.data_ptr(), cpu.numel() * cpu.element_size());
 }
 
+void SafetensorsStreamWriter::start_writeback(const std::string& name) {
+  SG_CHECK(fd_ >= 0 && !committed_, path_ << ": write after commit");
+  const size_t i = index_of(name);
+  // Best effort: a file system without it still gets everything written by commit()'s fsync.
+  if (bytes_[i] > 0) ::sync_file_range(fd_, static_cast<off_t>(begin_[i]), static_cast<off_t>(bytes_[i]), SYNC_FILE_RANGE_WRITE);
+}
+
 void SafetensorsStreamWriter::commit() {
   SG_CHECK(fd_ >= 0 && !committed_, path_ << ": commit called twice");
   for (size_t i = 0; i < order_.size(); ++i) {

@@ -53,6 +53,11 @@ class SafetensorsStreamWriter {
   // declared ones.
   void write_tensor(const std::string& name, const at::Tensor& tensor);
 
+  // Asks the kernel to start writing tensor `name`'s bytes to disk now (sync_file_range, without
+  // waiting), so that commit()'s fsync finds most of the file already written. Call it once a
+  // tensor is complete; optional.
+  void start_writeback(const std::string& name);
+
   // Checks that exactly every tensor's bytes were written (a missing piece throws, naming the
   // tensor), fsyncs, renames over `path`, fsyncs the directory.
   void commit();

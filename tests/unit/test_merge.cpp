@@ -344,6 +344,29 @@ TEST(Merge, TiesKeepsExactlyKAcrossChunksAndSlabsWithManyTies) {
   EXPECT_TRUE(torch::equal(merged, torch::where(keep, delta, torch::zeros({n}))));
 }
 
+TEST(Merge, TiesFindsTheExactTopKWhenTheSampleMisleads) {
+  // The sampled chunks (every 8th) hold 1.0, the others small distinct values: the sample's guess
+  // of the threshold is far off, and the exact fallback must still keep exactly the top k.
+  const int64_t n = 1300000, chunk = 16384;
+  torch::manual_seed(13);
+  at::Tensor delta = torch::randn({n}) * 0.01;
+  for (int64_t c = 0; c * chunk < n; c += 8) delta.slice(0, c * chunk, std::min(n, (c + 1) * chunk)).fill_(1.0);
+  StateDict base, ft;
+  base.insert("w", torch::zeros({n}));
+  ft.insert("w", delta);
+  const std::string root = sg::test::temp_dir("sg-merge-ties");
+  MergeSpec spec;
+  spec.base = write_checkpoint(root + "/base", base);
+  spec.options.method = MergeMethod::kTies;
+  spec.inputs.push_back({write_checkpoint(root + "/ft", ft), 1.0, 0.5});
+  const at::Tensor merged = sg::compose::merge_to_state_dict(spec)["w"];
+  const int64_t k = n / 2;
+  const at::Tensor order = std::get<1>(delta.abs().sort(/*stable=*/true, 0, /*descending=*/true));
+  at::Tensor keep = torch::zeros({n}, torch::kBool);
+  keep.index_fill_(0, order.slice(0, 0, k), true);
+  EXPECT_TRUE(torch::equal(merged, torch::where(keep, delta, torch::zeros({n}))));
+}
+
 TEST(Merge, SeededDareIsReproducibleAndKeepsAboutTheDensity) {
   Fixture f = make_fixture("sg-merge");
   const std::string a = write_checkpoint(f.root + "/a", relative_finetune(f.base, 11));
