@@ -11,6 +11,8 @@ packages=(
   libgtest-dev googletest             # tests
   python3-torch python3-numpy         # independent Python references for numeric checks, baselines
   iso-codes                           # country and currency names for the built-in tasks
+  libsqlite3-dev                      # the skill library's catalog (SQLite, WAL)
+  libyaml-cpp-dev                     # mergekit-style merge configs (skillgraft merge --config)
 )
 
 missing=()

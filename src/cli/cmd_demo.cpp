@@ -5,8 +5,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 
 #include "cli/commands.h"
+#include "cli/demo_compose.h"
 #include "cli/demo_skills.h"
 #include "cli/localize_runs.h"
 #include "cli/flags.h"
@@ -422,7 +424,7 @@ int run_demo(const std::vector<std::string>& args) {
   print_matrix(tasks, base_scores, matrix);
   std::fflush(stdout);
 
-  nlohmann::json overlap, removal, contrast, neurons;
+  nlohmann::json overlap, removal, contrast, neurons, library, merge;
   if (!specialists_only) {
     // Localize every specialist at the default budget (and the sweep in the full demo).
     SkillStudyOptions study;
@@ -458,6 +460,22 @@ int run_demo(const std::vector<std::string>& args) {
     util::log_info("neurons of the multi-task model");
     neurons = neuron_study(removal["model"].get<std::string>(), base_dir, "", removal_tasks, 0.5, 100);
     print_neurons(neurons);
+
+    // Keep every graft in a skill library (a fresh one: the demo owns DIR/library), then merge all
+    // the skills into one model by each method.
+    std::vector<std::string> skill_paths;
+    std::vector<MergeStudyTask> merge_tasks;
+    for (size_t i = 0; i < tasks.size(); ++i) {
+      skill_paths.push_back(util::join_path(out_dir, "skills/" + tasks[i].name + ".safetensors"));
+      merge_tasks.push_back({&tasks[i], task_entries[i]["specialist"].get<std::string>(), skill_paths.back()});
+    }
+    const std::string library_dir = util::join_path(out_dir, "library");
+    std::filesystem::remove_all(library_dir);
+    library = library_study(library_dir, names, skill_paths);
+    MergeStudyOptions merge_options;
+    merge_options.max_examples = quick ? 200 : 0;
+    merge_options.seed = static_cast<uint64_t>(seed);
+    merge = merge_study(base_dir, merge_tasks, overlap, merge_options);
   }
 
   nlohmann::json base_json = {{"name", "stories260K"}, {"dir", base_dir}, {"scores", nlohmann::json::object()}};
@@ -474,6 +492,13 @@ int run_demo(const std::vector<std::string>& args) {
                             {"optimizer_contrast", contrast},
                             {"removal", removal},
                             {"neurons", neurons},
+                            {"library", library},
+                            {"merge", merge.is_null() ? nlohmann::json() : merge["merge"]},
+                            {"merge_best", merge.is_null() ? nlohmann::json() : merge["best"]},
+                            {"merge_pairs", merge.is_null() ? nlohmann::json() : merge["pairs"]},
+                            {"merge_pairs_correlation", merge.is_null() ? nlohmann::json() : merge["pairs_correlation"]},
+                            {"merge_specialists", merge.is_null() ? nlohmann::json() : merge["specialists"]},
+                            {"merge_max_examples", merge.is_null() ? nlohmann::json() : merge["max_examples"]},
                             {"seconds", seconds}};
   io::write_json_file(util::join_path(out_dir, "results.json"), results);
   std::printf("\n%s; %.0f s; results in %s\n",

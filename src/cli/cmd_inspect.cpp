@@ -7,6 +7,7 @@
 #include "cli/flags.h"
 #include "io/safetensors.h"
 #include "model/causal_lm.h"
+#include "skills/lora_skill.h"
 #include "skills/skill.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -49,9 +50,49 @@ nlohmann::json inspect_skill(const std::string& path, const io::Metadata& metada
   return description;
 }
 
+// A lora or dense skill file: what it is for, and per tensor its rank and scale (lora) or norm.
+nlohmann::json inspect_delta_skill(const std::string& path, const io::Metadata& metadata, const std::string& kind) {
+  nlohmann::json description = kind == "lora" ? skills::describe_lora_skill(skills::load_lora_skill(path))
+                                              : skills::describe_dense_skill(skills::load_dense_skill(path));
+  auto meta = [&](const char* key) {
+    auto it = metadata.find(key);
+    return it == metadata.end() ? std::string() : it->second;
+  };
+  std::printf("%s: %s skill for task \"%s\"\n", path.c_str(), kind.c_str(), meta("task").c_str());
+  std::printf("  base fingerprint %s\n", meta("base_fingerprint").c_str());
+  std::printf("  created %s by skillgraft %s\n", meta("created").c_str(), meta("tool_version").c_str());
+  std::printf("  metrics %s\n", description["metrics"].dump().c_str());
+  std::printf("  %lld stored parameters in %lld tensors\n", static_cast<long long>(description["parameters"].get<int64_t>()),
+              static_cast<long long>(description["tensors"].get<int64_t>()));
+  for (const auto& item : description["per_tensor"].items()) {
+    const nlohmann::json& t = item.value();
+    if (kind == "lora") {
+      std::printf("  %-60s %-14s rank %-4lld scale %.6g%s\n", item.key().c_str(),
+                  shape_text(t["shape"].get<std::vector<int64_t>>()).c_str(), static_cast<long long>(t["rank"].get<int64_t>()),
+                  t["scale"].get<double>(), t["transposed"].get<bool>() ? " (Conv1D)" : "");
+    } else {
+      std::printf("  %-60s %-14s norm %.6g\n", item.key().c_str(), shape_text(t["shape"].get<std::vector<int64_t>>()).c_str(),
+                  t["norm"].get<double>());
+    }
+  }
+  for (const auto& item : description["per_kind"].items()) {
+    std::printf("  kind %-20s %lld\n", item.key().c_str(), static_cast<long long>(item.value().get<int64_t>()));
+  }
+  description["path"] = path;
+  description["created"] = meta("created");
+  description["tool_version"] = meta("tool_version");
+  return description;
+}
+
 nlohmann::json inspect_file(const std::string& path) {
   io::SafetensorsFile file = io::SafetensorsFile::open(path);
-  if (skills::is_skill_metadata(file.metadata())) return inspect_skill(path, file.metadata());
+  if (skills::is_skill_metadata(file.metadata())) {
+    auto kind = file.metadata().find("kind");
+    if (kind != file.metadata().end() && (kind->second == "lora" || kind->second == "dense")) {
+      return inspect_delta_skill(path, file.metadata(), kind->second);
+    }
+    return inspect_skill(path, file.metadata());
+  }
   nlohmann::json tensors = nlohmann::json::array();
   std::printf("%s\n", path.c_str());
   for (const auto& [key, value] : file.metadata()) std::printf("  metadata %s = %s\n", key.c_str(), value.c_str());
@@ -95,7 +136,8 @@ int run_inspect(const std::vector<std::string>& args) {
                 "Lists what a .safetensors file holds (metadata, tensor names, dtypes, shapes),\n"
                 "or loads a model directory and prints its configuration and parameters.\n"
                 "A skill file (format=skillgraft.skill) is validated and summarised: kind, base\n"
-                "fingerprint, task, metrics, selected parameters per layer and per tensor kind.");
+                "fingerprint, task, metrics, selected parameters per layer and per tensor kind\n"
+                "(sparse), or per tensor its rank and scale (lora) or norm (dense).");
   flags.add_positional("PATH", &path, "a .safetensors file, a skill file or a model directory");
   flags.add_common(&common.threads, &common.json_path, &common.quiet);
   if (!flags.parse(args)) return 0;

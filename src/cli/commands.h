@@ -15,13 +15,16 @@ namespace sg::cli {
 int run_convert(const std::vector<std::string>& args);
 int run_demo(const std::vector<std::string>& args);
 int run_eval(const std::vector<std::string>& args);
+int run_extract(const std::vector<std::string>& args);
 int run_finetune(const std::vector<std::string>& args);
 int run_generate(const std::vector<std::string>& args);
 int run_graft(const std::vector<std::string>& args);
 int run_localize(const std::vector<std::string>& args);
+int run_merge(const std::vector<std::string>& args);
 int run_neurons(const std::vector<std::string>& args);
 int run_pretrain(const std::vector<std::string>& args);
 int run_inspect(const std::vector<std::string>& args);
+int run_library(const std::vector<std::string>& args);
 int run_report(const std::vector<std::string>& args);
 int run_tasks(const std::vector<std::string>& args);
 

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "io/hf_checkpoint.h"
+#include "io/peft_adapter.h"
 #include "io/safetensors.h"
 #include "model/layers.h"
 #include "util/error.h"
@@ -17,10 +18,6 @@
 namespace sg::model {
 
 namespace {
-
-const std::string kKeyPrefix = "base_model.model.";
-const char kConfigFile[] = "adapter_config.json";
-const char kWeightsFile[] = "adapter_model.safetensors";
 
 // A Linear or Conv1D of the model, seen uniformly: `weight` is the layer's own tensor (shared),
 // in/out are the feature counts whatever the storage layout.
@@ -89,21 +86,6 @@ nlohmann::json json_number(double value) {
   return value;
 }
 
-// Splits a PEFT key into (module, 'A' or 'B'); "" module when the key is not a LoRA weight.
-std::pair<std::string, char> parse_key(const std::string& key) {
-  if (key.compare(0, kKeyPrefix.size(), kKeyPrefix) != 0) return {"", 0};
-  const std::string rest = key.substr(kKeyPrefix.size());
-  for (char which : {'A', 'B'}) {
-    for (std::string suffix : {".lora_X.weight", ".lora_X.default.weight"}) {
-      suffix[6] = which;
-      if (rest.size() > suffix.size() && ends_with(rest, suffix)) {
-        return {rest.substr(0, rest.size() - suffix.size()), which};
-      }
-    }
-  }
-  return {"", 0};
-}
-
 }  // namespace
 
 double lora_scale(const LoraOptions& options) {
@@ -153,8 +135,8 @@ io::StateDict lora_state_dict(const CausalLM& model) {
   std::vector<std::pair<std::string, torch::Tensor>> items;
   for (const auto& p : all) {
     if (!p.lora->attached()) continue;
-    items.emplace_back(kKeyPrefix + p.name + ".lora_A.weight", p.lora->A);
-    items.emplace_back(kKeyPrefix + p.name + ".lora_B.weight", p.lora->B);
+    items.emplace_back(io::peft_key(p.name, 'A'), p.lora->A);
+    items.emplace_back(io::peft_key(p.name, 'B'), p.lora->B);
   }
   std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   for (auto& item : items) pairs.insert(item.first, item.second);
@@ -213,111 +195,59 @@ void save_lora_adapter(const std::string& dir, const CausalLM& model, const Lora
       {"use_dora", false},
   };
   util::make_directories(dir);
-  io::save_safetensors(util::join_path(dir, kWeightsFile), tensors, {{"format", "pt"}});
-  io::write_json_file(util::join_path(dir, kConfigFile), config);
+  io::save_safetensors(util::join_path(dir, io::kPeftWeightsFile), tensors, {{"format", "pt"}});
+  io::write_json_file(util::join_path(dir, io::kPeftConfigFile), config);
 }
 
 LoraOptions load_lora_adapter(CausalLM& model, const std::string& dir) {
-  const std::string config_path = util::join_path(dir, kConfigFile);
-  const std::string weights_path = util::join_path(dir, kWeightsFile);
-  const char* layout_hint = "hint: a PEFT adapter directory holds adapter_config.json and adapter_model.safetensors";
-  SG_CHECK(util::is_directory(dir), dir << ": adapter directory not found; " << layout_hint);
-  SG_CHECK(util::file_exists(config_path), config_path << ": missing; " << layout_hint);
-  SG_CHECK(util::file_exists(weights_path) || !util::file_exists(util::join_path(dir, "adapter_model.bin")),
-           weights_path << ": missing (only adapter_model.bin, a PyTorch pickle, is there); hint: re-save the adapter "
-                        << "with safe_serialization=True");
-  SG_CHECK(util::file_exists(weights_path), weights_path << ": missing; " << layout_hint);
-
-  const nlohmann::json config = io::read_json_file(config_path);
-  SG_CHECK(config.is_object(), config_path << ": not a JSON object; " << layout_hint);
-  const std::string peft_type = config.value("peft_type", std::string("LORA"));
-  SG_CHECK(peft_type == "LORA", config_path << ": peft_type is \"" << peft_type
-                                            << "\"; hint: only LoRA adapters are supported");
-  SG_CHECK(config.contains("r") && config["r"].is_number_integer(),
-           config_path << ": \"r\" (the LoRA rank, an integer) is missing; hint: is this a PEFT LoraConfig?");
-  SG_CHECK(config.contains("lora_alpha") && config["lora_alpha"].is_number(),
-           config_path << ": \"lora_alpha\" (a number) is missing; hint: is this a PEFT LoraConfig?");
-  for (const char* key : {"rank_pattern", "alpha_pattern"}) {
-    SG_CHECK(!config.contains(key) || config[key].is_null() || config[key].empty(),
-             config_path << ": \"" << key << "\" is set; hint: per-module ranks/alphas are not supported");
-  }
-  SG_CHECK(!config.value("use_dora", false), config_path << ": use_dora is true; hint: DoRA adapters are not supported");
-
+  const io::PeftAdapter adapter = io::read_peft_adapter(dir);
+  const io::PeftAdapterConfig& config = adapter.config;
+  const std::string& weights_path = adapter.weights_path;
+  SG_CHECK(config.rank_pattern.empty(), config.path << ": \"rank_pattern\" is set; hint: per-module ranks are not "
+                                                    << "supported on a model; import the adapter as a LoRA skill instead");
+  SG_CHECK(config.alpha_pattern.empty(), config.path << ": \"alpha_pattern\" is set; hint: per-module alphas are not "
+                                                     << "supported on a model; import the adapter as a LoRA skill instead");
   LoraOptions options;
-  options.rank = config["r"].get<int64_t>();
-  options.alpha = config["lora_alpha"].get<double>();
-  options.rslora = config.contains("use_rslora") && config["use_rslora"].is_boolean() && config["use_rslora"].get<bool>();
-  if (config.contains("lora_dropout") && config["lora_dropout"].is_number()) {
-    options.dropout = config["lora_dropout"].get<double>();
-  }
-  if (config.contains("target_modules")) {
-    const auto& targets = config["target_modules"];
-    if (targets.is_string()) options.targets.push_back(targets.get<std::string>());
-    if (targets.is_array()) {
-      for (const auto& t : targets) {
-        if (t.is_string()) options.targets.push_back(t.get<std::string>());
-      }
-    }
-  }
-  SG_CHECK(options.rank >= 1, config_path << ": r = " << options.rank << " is not positive; hint: the file is damaged");
+  options.rank = config.r;
+  options.alpha = config.lora_alpha;
+  options.rslora = config.use_rslora;
+  options.dropout = config.lora_dropout;
+  options.targets = config.target_modules;
+  if (!config.target_modules_regex.empty()) options.targets.push_back(config.target_modules_regex);
 
-  // Pair up the keys, then check every pair against its module before attaching anything.
+  // Check every pair against its module before attaching anything.
   std::vector<Projection> all = projections(model);
   std::map<std::string, Projection*> by_name;
   for (auto& p : all) by_name[p.name] = &p;
-  struct Loaded {
-    Projection* projection = nullptr;
-    torch::Tensor A, B;
-    std::string key_A, key_B;
-  };
-  std::map<std::string, Loaded> loaded;
-  const io::StateDict weights = io::load_safetensors(weights_path);
-  for (const auto& item : weights) {
-    const std::string& key = item.key();
-    auto [module, which] = parse_key(key);
-    SG_CHECK(!module.empty(), weights_path << ": key \"" << key << "\" is not a LoRA weight "
-                                           << "(base_model.model.<module>.lora_A.weight / .lora_B.weight); hint: "
-                                           << "bias, DoRA, embedding and modules_to_save tensors are not supported");
-    auto found = by_name.find(module);
-    SG_CHECK(found != by_name.end(), weights_path << ": key \"" << key << "\" names no projection \"" << module
+  std::vector<Projection*> targets;
+  for (const io::PeftPair& pair : adapter.pairs) {
+    auto found = by_name.find(pair.module);
+    SG_CHECK(found != by_name.end(), weights_path << ": key \"" << pair.key_a << "\" names no projection \"" << pair.module
                                                   << "\" of this " << model.config().model_type
                                                   << " model; hint: maybe the adapter was made for another base model?");
-    Loaded& entry = loaded[module];
-    entry.projection = found->second;
-    (which == 'A' ? entry.A : entry.B) = item.value();
-    (which == 'A' ? entry.key_A : entry.key_B) = key;
-  }
-  SG_CHECK(!loaded.empty(), weights_path << ": holds no LoRA weights; hint: is this a PEFT LoRA adapter?");
-  for (const auto& [module, entry] : loaded) {
-    const Projection& p = *entry.projection;
-    SG_CHECK(entry.A.defined() && entry.B.defined(),
-             weights_path << ": \"" << (entry.A.defined() ? entry.key_A : entry.key_B) << "\" has no matching lora_"
-                          << (entry.A.defined() ? 'B' : 'A') << "; hint: the file is incomplete");
-    for (const auto* t : {&entry.A, &entry.B}) {
-      SG_CHECK(at::isFloatingType(t->scalar_type()),
-               weights_path << ": \"" << (t == &entry.A ? entry.key_A : entry.key_B) << "\" has non-float dtype "
-                            << t->scalar_type() << "; hint: quantized adapters are not supported");
-    }
+    const Projection& p = *found->second;
     const std::vector<int64_t> want_A = {options.rank, p.in}, want_B = {p.out, options.rank};
-    SG_CHECK(entry.A.sizes() == at::IntArrayRef(want_A),
-             weights_path << ": \"" << entry.key_A << "\" has shape " << entry.A.sizes() << " but " << module
+    SG_CHECK(pair.a.sizes() == at::IntArrayRef(want_A),
+             weights_path << ": \"" << pair.key_a << "\" has shape " << pair.a.sizes() << " but " << pair.module
                           << " with r=" << options.rank << " needs " << at::IntArrayRef(want_A)
                           << "; hint: maybe the adapter was made for another base model?");
-    SG_CHECK(entry.B.sizes() == at::IntArrayRef(want_B),
-             weights_path << ": \"" << entry.key_B << "\" has shape " << entry.B.sizes() << " but " << module
+    SG_CHECK(pair.b.sizes() == at::IntArrayRef(want_B),
+             weights_path << ": \"" << pair.key_b << "\" has shape " << pair.b.sizes() << " but " << pair.module
                           << " with r=" << options.rank << " needs " << at::IntArrayRef(want_B)
                           << "; hint: maybe the adapter was made for another base model?");
     SG_CHECK(!p.lora->attached(),
-             dir << ": " << module << " already has a LoRA pair; hint: detach_lora or merge_lora first");
+             dir << ": " << pair.module << " already has a LoRA pair; hint: detach_lora or merge_lora first");
+    targets.push_back(found->second);
   }
 
   const double scale = lora_scale(options);
   torch::NoGradGuard no_grad;
-  for (const auto& [module, entry] : loaded) {
-    Projection& p = *entry.projection;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    Projection& p = *targets[i];
+    const io::PeftPair& pair = adapter.pairs[i];
     const auto options_of = p.weight.options();
-    p.lora->A = entry.A.to(options_of, /*non_blocking=*/false, /*copy=*/true).requires_grad_(true);
-    p.lora->B = entry.B.to(options_of, /*non_blocking=*/false, /*copy=*/true).requires_grad_(true);
+    p.lora->A = pair.a.to(options_of, /*non_blocking=*/false, /*copy=*/true).requires_grad_(true);
+    p.lora->B = pair.b.to(options_of, /*non_blocking=*/false, /*copy=*/true).requires_grad_(true);
     p.lora->scale = scale;
   }
   return options;

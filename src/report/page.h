@@ -60,6 +60,7 @@ std::string section_overlap(const nlohmann::json& results);
 std::string section_neurons(const nlohmann::json& results);
 std::string section_removal(const nlohmann::json& results);
 std::string section_optimizer(const nlohmann::json& results);
+std::string section_merge(const nlohmann::json& results);
 std::string section_matrix(const nlohmann::json& results);
 
 std::string section(const std::string& id, const std::string& heading, const std::string& body);

@@ -15,25 +15,18 @@
 
 #include <algorithm>
 #include <cctype>
-#include <chrono>
-#include <ctime>
 #include <limits>
 #include <set>
 
 #include "io/fingerprint.h"
 #include "io/safetensors.h"
+#include "skills/skill_file.h"
 #include "util/error.h"
-
-#ifndef SKILLGRAFT_VERSION
-#define SKILLGRAFT_VERSION "unknown"
-#endif
 
 namespace sg::skills {
 
 namespace {
 
-constexpr const char* kFormat = "skillgraft.skill";
-constexpr const char* kVersion = "1";
 constexpr const char* kKindSparse = "sparse";
 constexpr const char* kIndexSuffix = ".idx";
 constexpr const char* kDeltaSuffix = ".delta";
@@ -41,31 +34,6 @@ constexpr const char* kRestoreIndexSuffix = ".restore_idx";
 constexpr const char* kRestoreSuffix = ".restore";
 // How far a failing delta is moved, in ulps of itself, looking for an exact round trip.
 constexpr int kMaxNudgeUlps = 4;
-
-bool ends_with(const std::string& text, const std::string& suffix) {
-  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string text = "[";
-  for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
-  return text + "]";
-}
-
-int64_t numel_of(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
-
-std::string utc_now_iso8601() {
-  std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm utc{};
-  gmtime_r(&now, &utc);
-  char text[32];
-  std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &utc);
-  return text;
-}
 
 // Bitwise equality of float32 tensors (so -0.0 != +0.0 and a NaN equals itself).
 torch::Tensor same_bits(const torch::Tensor& a, const torch::Tensor& b) {
@@ -244,48 +212,21 @@ void save_sparse_skill(const std::string& path, const SparseSkill& skill) {
     }
     shapes[name] = part.shape;
   }
-  io::Metadata metadata = {
-      {"format", kFormat},
-      {"version", kVersion},
-      {"kind", kKindSparse},
-      {"base_fingerprint", skill.base_fingerprint},
-      {"task", skill.task},
-      {"metrics", skill.metrics.dump()},
-      {"created", utc_now_iso8601()},
-      {"tool_version", SKILLGRAFT_VERSION},
-      {"shapes", shapes.dump()},
-  };
+  io::Metadata metadata = skill_file_metadata(kKindSparse, skill.base_fingerprint, skill.task, skill.metrics);
+  metadata["shapes"] = shapes.dump();
   io::save_safetensors(path, tensors, metadata);
 }
 
 bool is_skill_metadata(const io::Metadata& metadata) {
   auto it = metadata.find("format");
-  return it != metadata.end() && it->second == kFormat;
+  return it != metadata.end() && it->second == kSkillFormat;
 }
 
 SparseSkill load_sparse_skill(const std::string& path) {
-  io::SafetensorsFile file = [&] {
-    try {
-      return io::SafetensorsFile::open(path);
-    } catch (const sg::Error& e) {
-      SG_FAIL("cannot read skill file: " << e.what());
-    }
-  }();
+  io::SafetensorsFile file = open_skill_file(path);
   const io::Metadata& metadata = file.metadata();
-  auto field = [&](const std::string& key) -> std::string {
-    auto it = metadata.find(key);
-    SG_CHECK(it != metadata.end(), path << ": skill file has no \"" << key
-                                        << "\" in its __metadata__; hint: the file is damaged or was not written by skillgraft");
-    return it->second;
-  };
-  SG_CHECK(is_skill_metadata(metadata),
-           path << ": not a skill file (its __metadata__ has no format=" << kFormat
-                << "); hint: a skill file comes from skillgraft localize; a model directory is not a skill");
-  SG_CHECK(field("version") == kVersion, path << ": skill file version \"" << field("version")
-                                              << "\" is not supported (this tool reads version " << kVersion
-                                              << "); hint: use the skillgraft that wrote it");
-  SG_CHECK(field("kind") == kKindSparse, path << ": skill kind \"" << field("kind")
-                                              << "\" is not a sparse skill; hint: only kind=sparse can be grafted");
+  auto field = [&](const std::string& key) { return skill_metadata_field(path, metadata, key); };
+  check_skill_kind(path, metadata, kKindSparse);
   SparseSkill skill;
   skill.source = path;
   skill.base_fingerprint = field("base_fingerprint");

@@ -167,6 +167,57 @@ TEST(DemoQuick, EverySpecialistBeatsTheBaseOnItsOwnTask) {
     EXPECT_DOUBLE_EQ(neurons.at("iou_mean")[t][t].get<double>(), 1.0);
   }
 
+  // The library: one entry per task, each id the SHA-256 of that task's skill file (hashlib's), and
+  // the library verb's verify agrees.
+  const auto& library = results.at("library");
+  EXPECT_EQ(library.at("entries").get<int64_t>(), static_cast<int64_t>(tasks.size()));
+  EXPECT_TRUE(library.at("ok").get<bool>());
+  for (const auto& task : tasks) {
+    const std::string name = task.at("name");
+    CommandResult hash = run_command(python() + " -c \"import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],'rb')"
+                                                ".read()).hexdigest())\" " +
+                                     shell_quote(out + "/skills/" + name + ".safetensors"));
+    ASSERT_EQ(hash.exit_code, 0) << hash.output;
+    EXPECT_EQ(hash.output.substr(0, 64), library.at("ids").at(name).get<std::string>()) << name;
+  }
+  CommandResult verify = run_command(shell_quote(binary()) + " library verify --lib " + shell_quote(out + "/library"));
+  EXPECT_EQ(verify.exit_code, 0) << verify.output;
+
+  // The merge table: every method, normalized recomputed from the scores; merging the country_code
+  // graft alone by task arithmetic (the merge verb) and scoring it (the eval verb) gives its graft score.
+  const auto& specialists = results.at("merge_specialists");
+  std::set<std::string> methods;
+  for (const auto& row : results.at("merge")) {
+    methods.insert(row.at("method").get<std::string>());
+    double sum = 0;
+    int n = 0;
+    for (const auto& item : row.at("scores").items()) {
+      const double specialist = specialists.at(item.key()).get<double>();
+      if (specialist <= 0) continue;
+      sum += item.value().get<double>() / specialist;
+      ++n;
+    }
+    ASSERT_GT(n, 0);
+    EXPECT_NEAR(row.at("normalized").get<double>(), sum / n, 1e-9) << row.dump();
+  }
+  for (const char* method : {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "sparse_union"}) {
+    EXPECT_TRUE(methods.count(method)) << method;
+  }
+  for (const auto& task : tasks) {
+    if (task.at("name") != "country_code") continue;
+    CommandResult merge = run_command(shell_quote(binary()) + " merge --quiet --threads 1 --method task_arithmetic --base " +
+                                      shell_quote(out + "/base") + " --skills " +
+                                      shell_quote(out + "/skills/country_code.safetensors") + " --out " +
+                                      shell_quote(out + "/merged_one"));
+    ASSERT_EQ(merge.exit_code, 0) << merge.output;
+    CommandResult eval = run_command(shell_quote(binary()) + " eval --threads 1 --quiet --model " +
+                                     shell_quote(out + "/merged_one") + " --task " +
+                                     shell_quote(out + "/tasks/country_code") + " --json " +
+                                     shell_quote(out + "/merged_eval.json"));
+    ASSERT_EQ(eval.exit_code, 0) << eval.output;
+    EXPECT_DOUBLE_EQ(read_json(out + "/merged_eval.json").at("score").get<double>(), task.at("graft").get<double>());
+  }
+
   // The report beside results.json: one self-contained page with its charts.
   std::ifstream report_file(out + "/report.html");
   ASSERT_TRUE(report_file.good());

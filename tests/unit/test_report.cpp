@@ -127,6 +127,13 @@ json full_results(const std::string& second_name = "currency") {
                                    {"target_drop", 0.86}, {"others_mean_drop", 0.02}},
                                   {{"removed", names[1]}, {"scores", {{names[0], 0.9}, {names[1], 0.125}}},
                                    {"target_drop", 0.755}, {"others_mean_drop", 0.01}}}}};
+  results["library"] = {{"dir", "out/library"}, {"entries", 2}, {"verified", 2}, {"ok", true}};
+  results["merge_specialists"] = {{names[0], 0.8}, {names[1], 0.5}};
+  results["merge_max_examples"] = 200;
+  results["merge"] = {{{"method", "task_arithmetic"}, {"input", "graft"},
+                       {"scores", {{names[0], 0.6}, {names[1], 0.45}}}, {"normalized", 0.825}}};
+  results["merge_pairs"] = {{{"tasks", names}, {"jaccard", 0.04}, {"normalized", 0.9}, {"cost", 0.1}}};
+  results["merge_pairs_correlation"] = nullptr;
   return results;
 }
 
@@ -137,7 +144,7 @@ json minimal_results() {
 }
 
 const char* const kSections[] = {"summary", "localization", "curves", "where", "overlap",
-                                 "neurons", "removal", "optimizer", "matrix"};
+                                 "neurons", "removal", "optimizer", "merge", "matrix"};
 
 TEST(ReportRender, FullResultsHaveEveryChartAndNothingExternal) {
   const std::string page = sg::report::render_report(full_results(), "demo");
@@ -171,6 +178,12 @@ TEST(ReportRender, NumbersAppearInTheirFormats) {
   EXPECT_NE(page.find(">0.345<"), std::string::npos);            // neuron IoU
   EXPECT_NE(page.find(">0.035<"), std::string::npos);            // others' mean drop
   EXPECT_NE(page.find(">0.63<"), std::string::npos);             // optimizer recovery 0.627 -> 2 decimals
+  // The merge table: the specialists' row, the merged row and its normalized score, the pair.
+  const std::string merge = section_of(page, "merge");
+  EXPECT_NE(merge.find(">0.825<"), std::string::npos);
+  EXPECT_NE(merge.find(">0.450<"), std::string::npos);
+  EXPECT_NE(merge.find("out/library"), std::string::npos);
+  EXPECT_NE(merge.find(">0.100<"), std::string::npos);
   // The removal table highlights the removed task's own score.
   const std::string removal = section_of(page, "removal");
   EXPECT_NE(removal.find("class=\"num diag\">0.050<"), std::string::npos);
