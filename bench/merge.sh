@@ -44,7 +44,8 @@ for r in rows:
           f"{r['ratio']:8.2f} {r['throughput_no_fsync_gbs']:6.2f} {r['ratio_no_fsync']:9.2f} | "
           f"{r['peak_increase_mb']:9.1f} {r['peak_increase_mb'] / r['budget_mb']:8.3f}")
 for r in rows:
-    print(f"  {r['method']}: runs {r['runs_seconds']} s (the table shows the median run)")
+    print(f"  {r['method']}: runs {r['runs_seconds']} s (the table shows the median run); "
+          f"against the better memcpy figure {r['ratio_best_memcpy']:.2f}")
 print(f"* without the final fsync of the output; budget = 2 x largest input tensor = {r0['budget_mb']:.0f} MB; "
       f"peak RSS {rows[-1]['peak_mb']:.0f} MB in all (LibTorch included)")
 PY
