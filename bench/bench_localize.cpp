@@ -43,6 +43,8 @@ namespace {
 
 using sg::bench::median;
 using sg::bench::now_seconds;
+using sg::bench::reset_peak_rss;
+using sg::bench::status_bytes;
 
 struct Options {
   std::string llama2c_path, config, tokenizer = "data/models/tok512.bin", task = "opposite";
@@ -78,24 +80,6 @@ Options parse(int argc, char** argv) {
   SG_CHECK(o.measure == "time" || o.measure == "memory", "--measure is time or memory");
   SG_CHECK(o.batch >= 1 && o.reps >= 1 && o.warmup >= 0 && o.steps >= 1, "--batch, --reps, --steps >= 1, --warmup >= 0");
   return o;
-}
-
-// A field of /proc/self/status in bytes ("VmRSS", "VmHWM").
-int64_t status_bytes(const std::string& field) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1)) * 1024;
-  }
-  SG_FAIL("no " << field << " in /proc/self/status");
-}
-
-// Sets the peak RSS (VmHWM) to the current RSS (Linux >= 4.0).
-void reset_peak_rss() {
-  std::ofstream out("/proc/self/clear_refs");
-  out << "5";
-  out.close();
-  SG_CHECK(out.good(), "cannot reset the peak RSS through /proc/self/clear_refs");
 }
 
 std::shared_ptr<sg::model::CausalLM> build_base(const Options& o) {

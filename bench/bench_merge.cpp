@@ -39,6 +39,8 @@ namespace {
 
 using sg::bench::median;
 using sg::bench::now_seconds;
+using sg::bench::reset_peak_rss;
+using sg::bench::status_bytes;
 
 struct Options {
   int64_t size_mb = 1024, tensors = 8, inputs = 4, threads = 0, reps = 3;
@@ -82,24 +84,6 @@ std::vector<std::string> split_list(const std::string& text) {
     }
   }
   return items;
-}
-
-// A field of /proc/self/status in bytes ("VmRSS", "VmHWM").
-int64_t status_bytes(const std::string& field) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1)) * 1024;
-  }
-  SG_FAIL("no " << field << " in /proc/self/status");
-}
-
-// Sets the peak RSS (VmHWM) to the current RSS (Linux >= 4.0).
-void reset_peak_rss() {
-  std::ofstream out("/proc/self/clear_refs");
-  out << "5";
-  out.close();
-  SG_CHECK(out.good(), "cannot reset the peak RSS through /proc/self/clear_refs");
 }
 
 // Removes the directory when it goes out of scope.

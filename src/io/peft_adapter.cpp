@@ -265,6 +265,35 @@ PeftAdapter read_peft_adapter(const std::string& dir) {
   return adapter;
 }
 
+nlohmann::ordered_json peft_json_number(double value) {
+  if (std::floor(value) == value && std::abs(value) < 9e15) return static_cast<int64_t>(value);
+  return value;
+}
+
+nlohmann::ordered_json peft_config_json(const PeftConfigFields& fields) {
+  return {
+      {"peft_type", "LORA"},
+      {"task_type", "CAUSAL_LM"},
+      {"r", fields.r},
+      {"lora_alpha", peft_json_number(fields.lora_alpha)},
+      {"target_modules", fields.target_modules},
+      {"lora_dropout", fields.lora_dropout},
+      {"use_rslora", fields.use_rslora},
+      {"bias", "none"},
+      {"fan_in_fan_out", fields.fan_in_fan_out},
+      {"base_model_name_or_path", fields.base_model_name_or_path},
+      {"inference_mode", true},
+      {"init_lora_weights", true},
+      {"modules_to_save", nullptr},
+      {"layers_to_transform", nullptr},
+      {"layers_pattern", nullptr},
+      {"rank_pattern", fields.rank_pattern},
+      {"alpha_pattern", fields.alpha_pattern},
+      {"revision", nullptr},
+      {"use_dora", false},
+  };
+}
+
 void write_peft_adapter(const std::string& dir, const nlohmann::ordered_json& config, const StateDict& tensors) {
   util::make_directories(dir);
   save_safetensors(util::join_path(dir, kPeftWeightsFile), tensors, {{"format", "pt"}});

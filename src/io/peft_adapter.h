@@ -77,6 +77,23 @@ PeftAdapter read_peft_adapter(const std::string& dir);
 // "base_model.model.<module>.lora_A.weight" (which = 'A') or ".lora_B.weight".
 std::string peft_key(const std::string& module, char which);
 
+// A number as PEFT writes it: an integer when it is one (r, lora_alpha), else a float.
+nlohmann::ordered_json peft_json_number(double value);
+
+// The adapter_config.json skillgraft writes: a PEFT LoraConfig in inference mode, no bias, no DoRA.
+struct PeftConfigFields {
+  int64_t r = 8;
+  double lora_alpha = 16;
+  std::vector<std::string> target_modules;
+  double lora_dropout = 0;
+  bool use_rslora = false;
+  bool fan_in_fan_out = false;
+  std::string base_model_name_or_path;
+  nlohmann::ordered_json rank_pattern = nlohmann::ordered_json::object();   // key -> rank
+  nlohmann::ordered_json alpha_pattern = nlohmann::ordered_json::object();  // key -> alpha
+};
+nlohmann::ordered_json peft_config_json(const PeftConfigFields& fields);
+
 // Writes DIR/adapter_model.safetensors (tensors as given, metadata format=pt) and then
 // DIR/adapter_config.json, each atomically, creating DIR.
 void write_peft_adapter(const std::string& dir, const nlohmann::ordered_json& config, const StateDict& tensors);

@@ -56,12 +56,6 @@ double alpha_for_scale(double scale, int64_t rank, bool* exact) {
   return best;
 }
 
-// A number written as an integer when it is one (PEFT writes r and lora_alpha as ints).
-nlohmann::ordered_json json_number(double value) {
-  if (std::floor(value) == value && std::abs(value) < 9e15) return static_cast<int64_t>(value);
-  return value;
-}
-
 // The most common value, ties to the smallest.
 template <typename T>
 T most_common(const std::vector<T>& values) {
@@ -218,31 +212,20 @@ void export_peft_adapter(const std::string& dir, const skills::LoraSkill& skill,
   nlohmann::ordered_json rank_pattern = nlohmann::ordered_json::object();
   for (const auto& [key, rank] : resolved.rank_pattern) rank_pattern[key] = rank;
   nlohmann::ordered_json alpha_pattern = nlohmann::ordered_json::object();
-  for (const auto& [key, alpha] : resolved.alpha_pattern) alpha_pattern[key] = json_number(alpha);
+  for (const auto& [key, alpha] : resolved.alpha_pattern) alpha_pattern[key] = io::peft_json_number(alpha);
   std::vector<std::string> targets;
   for (const Module& m : modules) targets.push_back(m.name);
 
-  nlohmann::ordered_json config = {
-      {"peft_type", "LORA"},
-      {"task_type", "CAUSAL_LM"},
-      {"r", r},
-      {"lora_alpha", json_number(lora_alpha)},
-      {"target_modules", targets},
-      {"lora_dropout", 0.0},
-      {"use_rslora", false},
-      {"bias", "none"},
-      {"fan_in_fan_out", fan_in_fan_out},
-      {"base_model_name_or_path", base_model_name_or_path},
-      {"inference_mode", true},
-      {"init_lora_weights", true},
-      {"modules_to_save", nullptr},
-      {"layers_to_transform", nullptr},
-      {"layers_pattern", nullptr},
-      {"rank_pattern", rank_pattern},
-      {"alpha_pattern", alpha_pattern},
-      {"revision", nullptr},
-      {"use_dora", false},
-  };
+  io::PeftConfigFields fields;
+  fields.r = r;
+  fields.lora_alpha = lora_alpha;
+  fields.target_modules = targets;
+  fields.fan_in_fan_out = fan_in_fan_out;
+  fields.base_model_name_or_path = base_model_name_or_path;
+  fields.rank_pattern = rank_pattern;
+  fields.alpha_pattern = alpha_pattern;
+  const nlohmann::ordered_json config = io::peft_config_json(fields);
+
   io::write_peft_adapter(dir, config, tensors);
 }
 

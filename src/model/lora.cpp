@@ -80,12 +80,6 @@ std::string available_suffixes(const std::vector<Projection>& all) {
   return text;
 }
 
-// A number written as an integer when it is one (PEFT writes r and lora_alpha as ints).
-nlohmann::json json_number(double value) {
-  if (std::floor(value) == value && std::abs(value) < 9e15) return static_cast<int64_t>(value);
-  return value;
-}
-
 }  // namespace
 
 double lora_scale(const LoraOptions& options) {
@@ -173,30 +167,16 @@ void save_lora_adapter(const std::string& dir, const CausalLM& model, const Lora
 
   std::vector<std::string> targets = options.targets;
   if (targets.empty()) targets.assign(suffixes.begin(), suffixes.end());
-  nlohmann::json config = {
-      {"peft_type", "LORA"},
-      {"task_type", "CAUSAL_LM"},
-      {"r", options.rank},
-      {"lora_alpha", json_number(options.alpha)},
-      {"target_modules", targets},
-      {"lora_dropout", options.dropout},
-      {"use_rslora", options.rslora},
-      {"bias", "none"},
-      {"fan_in_fan_out", fan_in_fan_out},
-      {"base_model_name_or_path", base_model_name_or_path},
-      {"inference_mode", true},
-      {"init_lora_weights", true},
-      {"modules_to_save", nullptr},
-      {"layers_to_transform", nullptr},
-      {"layers_pattern", nullptr},
-      {"rank_pattern", nlohmann::json::object()},
-      {"alpha_pattern", nlohmann::json::object()},
-      {"revision", nullptr},
-      {"use_dora", false},
-  };
-  util::make_directories(dir);
-  io::save_safetensors(util::join_path(dir, io::kPeftWeightsFile), tensors, {{"format", "pt"}});
-  io::write_json_file(util::join_path(dir, io::kPeftConfigFile), config);
+  io::PeftConfigFields fields;
+  fields.r = options.rank;
+  fields.lora_alpha = options.alpha;
+  fields.target_modules = targets;
+  fields.lora_dropout = options.dropout;
+  fields.use_rslora = options.rslora;
+  fields.fan_in_fan_out = fan_in_fan_out;
+  fields.base_model_name_or_path = base_model_name_or_path;
+
+  io::write_peft_adapter(dir, io::peft_config_json(fields), tensors);
 }
 
 LoraOptions load_lora_adapter(CausalLM& model, const std::string& dir) {
