@@ -20,6 +20,7 @@
 #include "report/report.h"
 #include "skills/skill.h"
 #include "train/finetune.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/file.h"
 #include "util/log.h"
@@ -54,10 +55,6 @@ const Recipe kRecipes[] = {
     {"country_code", 400, 600, 600, 16, 0.1, 100},
     {"currency", 400, 600, 0, 16, 0.1, 100},
 };
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
 
 std::string convert_base(const std::string& data_dir, const std::string& out_dir) {
   const std::string model_path = util::join_path(data_dir, "models/stories260K.bin");
@@ -397,7 +394,7 @@ int run_demo(const std::vector<std::string>& args) {
     util::log_info("specialist " + std::to_string(i + 1) + "/" + std::to_string(tasks.size()) + ": " + recipe.task);
     const auto task_start = std::chrono::steady_clock::now();
     train::FinetuneResult trained = train::finetune(options, tasks[i], validation_score);
-    const double train_seconds = seconds_since(task_start);
+    const double train_seconds = util::seconds_since(task_start);
 
     model::LoadedModel specialist = model::load_model_dir(options.out_dir);
     matrix.push_back(score_all(*specialist.model, *specialist.tokenizer));
@@ -480,7 +477,9 @@ int run_demo(const std::vector<std::string>& args) {
 
   nlohmann::json base_json = {{"name", "stories260K"}, {"dir", base_dir}, {"scores", nlohmann::json::object()}};
   for (size_t j = 0; j < tasks.size(); ++j) base_json["scores"][tasks[j].name] = base_scores[j];
-  const double seconds = seconds_since(start);
+  const double seconds = util::seconds_since(start);
+  // The merge study's fields (null when it did not run).
+  auto merge_field = [&merge](const char* key) { return merge.is_null() ? nlohmann::json() : merge.at(key); };
   nlohmann::json results = {{"quick", quick},
                             {"seed", seed},
                             {"base", base_json},
@@ -493,12 +492,12 @@ int run_demo(const std::vector<std::string>& args) {
                             {"removal", removal},
                             {"neurons", neurons},
                             {"library", library},
-                            {"merge", merge.is_null() ? nlohmann::json() : merge["merge"]},
-                            {"merge_best", merge.is_null() ? nlohmann::json() : merge["best"]},
-                            {"merge_pairs", merge.is_null() ? nlohmann::json() : merge["pairs"]},
-                            {"merge_pairs_correlation", merge.is_null() ? nlohmann::json() : merge["pairs_correlation"]},
-                            {"merge_specialists", merge.is_null() ? nlohmann::json() : merge["specialists"]},
-                            {"merge_max_examples", merge.is_null() ? nlohmann::json() : merge["max_examples"]},
+                            {"merge", merge_field("merge")},
+                            {"merge_best", merge_field("best")},
+                            {"merge_pairs", merge_field("pairs")},
+                            {"merge_pairs_correlation", merge_field("pairs_correlation")},
+                            {"merge_specialists", merge_field("specialists")},
+                            {"merge_max_examples", merge_field("max_examples")},
                             {"seconds", seconds}};
   io::write_json_file(util::join_path(out_dir, "results.json"), results);
   std::printf("\n%s; %.0f s; results in %s\n",

@@ -6,10 +6,12 @@
 #include <cmath>
 #include <cstdio>
 
+#include "cli/localize_runs.h"
 #include "compose/merge.h"
 #include "eval/evaluator.h"
 #include "library/library.h"
 #include "model/causal_lm.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -35,10 +37,6 @@ const MergeRecipe kMergeRecipes[] = {
     {compose::MergeMethod::kSparseUnion, "graft", 1.0},
 };
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
 std::vector<data::Example> first_examples(const std::vector<data::Example>& examples, int64_t max_examples) {
   if (max_examples <= 0 || static_cast<int64_t>(examples.size()) <= max_examples) return examples;
   return std::vector<data::Example>(examples.begin(), examples.begin() + max_examples);
@@ -61,8 +59,6 @@ double correlation(const std::vector<double>& x, const std::vector<double>& y) {
   }
   return sxx > 0 && syy > 0 ? sxy / std::sqrt(sxx * syy) : std::nan("");
 }
-
-nlohmann::json number_or_null(double value) { return std::isfinite(value) ? nlohmann::json(value) : nlohmann::json(); }
 
 }  // namespace
 
@@ -180,7 +176,7 @@ nlohmann::json merge_study(const std::string& base_dir, const std::vector<MergeS
                     {"options", settings},
                     {"scores", score_json},
                     {"normalized", number_or_null(normalized)},
-                    {"seconds", seconds_since(start)}});
+                    {"seconds", util::seconds_since(start)}});
     if (std::isfinite(normalized) && normalized > best_normalized) {
       best_normalized = normalized;
       best = {{"method", method}, {"input", recipe.input}, {"normalized", normalized}};

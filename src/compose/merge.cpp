@@ -19,6 +19,7 @@
 #include "compose/merge_method.h"
 #include "io/hf_checkpoint.h"
 #include "io/safetensors_writer.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/file.h"
 #include "util/log.h"
@@ -275,10 +276,6 @@ nlohmann::json inputs_json(const std::vector<WeightedInput>& inputs, const Merge
   return list;
 }
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
 bool same_directory(const std::string& a, const std::string& b) {
   std::error_code ec1, ec2;
   const auto pa = std::filesystem::weakly_canonical(a, ec1);
@@ -487,7 +484,7 @@ io::StateDict merge_inputs(std::shared_ptr<const MergeBase> base, const std::vec
   local.threads = at::get_num_threads();
   MemorySink sink(out);
   merge_tensors(*base, inputs, options, order, sink, local);
-  local.seconds = seconds_since(start);
+  local.seconds = util::seconds_since(start);
   if (report != nullptr) *report = local;
   return out;
 }
@@ -529,7 +526,7 @@ MergeReport merge_inputs_to_checkpoint(std::shared_ptr<const MergeBase> base, co
   merge_tensors(*base, inputs, options, order, sink, report);
   const auto commit_start = std::chrono::steady_clock::now();
   writer.commit();
-  report.commit_seconds = seconds_since(commit_start);
+  report.commit_seconds = util::seconds_since(commit_start);
 
   // What an earlier save left that this one did not write, so that loading cannot mix them.
   std::vector<std::string> stale;
@@ -552,7 +549,7 @@ MergeReport merge_inputs_to_checkpoint(std::shared_ptr<const MergeBase> base, co
     if (out_type != at::ScalarType::Undefined && config.is_object()) config["torch_dtype"] = dtype_config_name(out_type);
     io::write_json_file(util::join_path(out_dir, "config.json"), config);
   }
-  report.seconds = seconds_since(start);
+  report.seconds = util::seconds_since(start);
   return report;
 }
 

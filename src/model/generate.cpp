@@ -4,15 +4,12 @@
 
 #include <chrono>
 
+#include "util/clock.h"
 #include "util/error.h"
 
 namespace sg::model {
 
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
 
 }  // namespace
 
@@ -80,7 +77,7 @@ GenerationResult generate(CausalLM& model, const io::Tokenizer& tokenizer, const
   auto start = std::chrono::steady_clock::now();
   torch::Tensor input = torch::tensor(result.prompt_tokens, torch::kLong).unsqueeze(0);
   torch::Tensor logits = model.forward(input, &cache).select(1, prompt_length - 1);  // (1, V)
-  result.prefill_seconds = seconds_since(start);
+  result.prefill_seconds = util::seconds_since(start);
 
   start = std::chrono::steady_clock::now();
   result.stop_reason = "max_tokens";
@@ -104,7 +101,7 @@ GenerationResult generate(CausalLM& model, const io::Tokenizer& tokenizer, const
     torch::Tensor step_input = torch::full({1, 1}, next, torch::kLong);
     logits = model.forward(step_input, &cache).select(1, 0);
   }
-  result.decode_seconds = seconds_since(start);
+  result.decode_seconds = util::seconds_since(start);
   return result;
 }
 

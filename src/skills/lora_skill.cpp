@@ -164,10 +164,10 @@ LoraSkill load_lora_skill(const std::string& path) {
   check_skill_kind(path, metadata, kKindLora);
   LoraSkill skill;
   skill.source = path;
-  skill.base_fingerprint = skill_metadata_field(path, metadata, "base_fingerprint");
-  SG_CHECK(!skill.base_fingerprint.empty(), path << ": empty base_fingerprint; hint: the file is damaged");
-  skill.task = skill_metadata_field(path, metadata, "task");
-  skill.metrics = skill_metadata_json(path, metadata, "metrics");
+  SkillHeader header = read_skill_header(path, metadata);
+  skill.base_fingerprint = std::move(header.base_fingerprint);
+  skill.task = std::move(header.task);
+  skill.metrics = std::move(header.metrics);
   const nlohmann::json lora = skill_metadata_json(path, metadata, "lora");
   SG_CHECK(lora.is_object(), path << ": \"lora\" in __metadata__ is not a JSON object; hint: the file is damaged");
 
@@ -236,10 +236,10 @@ DenseSkill load_dense_skill(const std::string& path) {
   check_skill_kind(path, metadata, kKindDense);
   DenseSkill skill;
   skill.source = path;
-  skill.base_fingerprint = skill_metadata_field(path, metadata, "base_fingerprint");
-  SG_CHECK(!skill.base_fingerprint.empty(), path << ": empty base_fingerprint; hint: the file is damaged");
-  skill.task = skill_metadata_field(path, metadata, "task");
-  skill.metrics = skill_metadata_json(path, metadata, "metrics");
+  SkillHeader header = read_skill_header(path, metadata);
+  skill.base_fingerprint = std::move(header.base_fingerprint);
+  skill.task = std::move(header.task);
+  skill.metrics = std::move(header.metrics);
   for (const io::TensorEntry& entry : file.entries()) {
     SG_CHECK(ends_with(entry.name, kDenseSuffix) && entry.name.size() > 6,
              path << ": key \"" << entry.name << "\" is not <name>.delta; hint: the file is damaged");

@@ -225,20 +225,14 @@ bool is_skill_metadata(const io::Metadata& metadata) {
 SparseSkill load_sparse_skill(const std::string& path) {
   io::SafetensorsFile file = open_skill_file(path);
   const io::Metadata& metadata = file.metadata();
-  auto field = [&](const std::string& key) { return skill_metadata_field(path, metadata, key); };
   check_skill_kind(path, metadata, kKindSparse);
   SparseSkill skill;
   skill.source = path;
-  skill.base_fingerprint = field("base_fingerprint");
-  SG_CHECK(!skill.base_fingerprint.empty(), path << ": empty base_fingerprint; hint: the file is damaged");
-  skill.task = field("task");
-  nlohmann::json shapes;
-  try {
-    skill.metrics = nlohmann::json::parse(field("metrics"));
-    shapes = nlohmann::json::parse(field("shapes"));
-  } catch (const nlohmann::json::exception&) {
-    SG_FAIL(path << ": \"metrics\" or \"shapes\" in __metadata__ is not valid JSON; hint: the file is damaged");
-  }
+  SkillHeader header = read_skill_header(path, metadata);
+  skill.base_fingerprint = std::move(header.base_fingerprint);
+  skill.task = std::move(header.task);
+  skill.metrics = std::move(header.metrics);
+  const nlohmann::json shapes = skill_metadata_json(path, metadata, "shapes");
   SG_CHECK(shapes.is_object(), path << ": \"shapes\" in __metadata__ is not a JSON object; hint: the file is damaged");
 
   std::set<std::string> names;

@@ -74,6 +74,15 @@ nlohmann::json skill_metadata_json(const std::string& path, const io::Metadata& 
   }
 }
 
+SkillHeader read_skill_header(const std::string& path, const io::Metadata& metadata) {
+  SkillHeader header;
+  header.base_fingerprint = skill_metadata_field(path, metadata, "base_fingerprint");
+  SG_CHECK(!header.base_fingerprint.empty(), path << ": empty base_fingerprint; hint: the file is damaged");
+  header.task = skill_metadata_field(path, metadata, "task");
+  header.metrics = skill_metadata_json(path, metadata, "metrics");
+  return header;
+}
+
 void check_skill_kind(const std::string& path, const io::Metadata& metadata, const std::string& kind) {
   const std::string found = skill_metadata_field(path, metadata, "kind");
   SG_CHECK(found == kind, path << ": skill kind \"" << found << "\" is not a " << kind

@@ -33,6 +33,15 @@ std::string skill_metadata_field(const std::string& path, const io::Metadata& me
 // metadata[key] parsed as JSON (throws naming the file and key when it is not valid JSON).
 nlohmann::json skill_metadata_json(const std::string& path, const io::Metadata& metadata, const std::string& key);
 
+// The fields every skill file carries, read from its metadata after check_skill_kind:
+// base_fingerprint (non-empty, else "the file is damaged"), task, metrics (parsed JSON).
+struct SkillHeader {
+  std::string base_fingerprint;
+  std::string task;
+  nlohmann::json metrics = nlohmann::json::object();
+};
+SkillHeader read_skill_header(const std::string& path, const io::Metadata& metadata);
+
 // Throws "<path>: skill kind \"X\" is not a <kind> skill; hint: ..." unless the metadata says `kind`.
 void check_skill_kind(const std::string& path, const io::Metadata& metadata, const std::string& kind);
 

@@ -11,6 +11,7 @@
 
 #include "data/builtin_tasks.h"
 #include "train/checkpoint.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -19,10 +20,6 @@ namespace sg::train {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 std::string format_duration(double seconds) {
   const auto total = static_cast<long long>(std::max(0.0, seconds) + 0.5);
@@ -211,7 +208,7 @@ TrainResult train(model::CausalLM& model, const io::StateDict& trainable,
     ++step;
     last_loss = mean_loss;
     result.tokens += step_tokens;
-    train_seconds += seconds_since(step_start);
+    train_seconds += util::seconds_since(step_start);
     result.log.push_back({{"step", step}, {"loss", mean_loss}, {"lr", lr}, {"grad_norm", grad_norm}});
 
     const bool last = step == options.steps;
