@@ -6,3 +6,4 @@ sg_add_gtest(test_merge LABEL unit LIBS sg_compose SOURCES ${CMAKE_CURRENT_SOURC
 sg_add_gtest(test_merge_cli LABEL unit LIBS sg_skills SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_merge_cli.cpp NEEDS_BINARY)
 sg_add_gtest(test_merge_reference LABEL reference LIBS sg_compose
   SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/reference/test_merge_reference.cpp)
+sg_add_gtest(test_stitch_cli LABEL unit LIBS sg_io SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_stitch_cli.cpp NEEDS_BINARY)

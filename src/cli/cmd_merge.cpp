@@ -1,5 +1,8 @@
 // skillgraft merge: many fine-tuned checkpoints or skills over one base -> one model, by linear,
-// task_arithmetic, ties, dare_linear, dare_ties or sparse_union; from flags or a mergekit YAML.
+// task_arithmetic, ties, dare_linear, dare_ties or sparse_union; from flags or a mergekit YAML; or
+// by stitch, which learns each input's mask from the tasks' training data.
+#include <torch/torch.h>
+
 #include <cstdio>
 #include <cstdlib>
 
@@ -8,6 +11,10 @@
 #include "cli/train_flags.h"
 #include "compose/merge.h"
 #include "compose/merge_config.h"
+#include "compose/stitch.h"
+#include "data/task_source.h"
+#include "eval/evaluator.h"
+#include "model/causal_lm.h"
 #include "util/error.h"
 
 namespace sg::cli {
@@ -23,6 +30,82 @@ std::vector<double> parse_numbers(const std::string& flag, const std::string& te
     numbers.push_back(value);
   }
   return numbers;
+}
+
+struct StitchFlags {
+  std::string tasks;
+  TaskFlags task;
+  compose::StitchOptions options;
+  int64_t eval_examples = 100;
+};
+
+// --method stitch: every input opened as base + its delta, the masks learned on the tasks' train
+// splits, the merged model written as a checkpoint (exactly the weights the validation scored).
+int run_stitch(const std::string& base_dir, const std::vector<std::string>& paths, const std::vector<double>& weights,
+               const StitchFlags& stitch_flags, const std::string& out_dir, const CommonOptions& common) {
+  for (double weight : weights) {
+    SG_CHECK(weight == 1.0, "--weights does not apply to stitch; hint: it learns how much of each delta to keep");
+  }
+  const std::vector<std::string> task_specs = split_comma_list(stitch_flags.tasks);
+  SG_CHECK(!task_specs.empty(), "--method stitch needs --tasks; hint: one task per --skills entry, in the same order");
+  SG_CHECK(task_specs.size() == paths.size(), "--tasks names " << task_specs.size() << " tasks for " << paths.size()
+                                                              << " inputs; hint: one task per --skills entry");
+  model::LoadedModel work = model::load_model_dir(base_dir);
+  SG_CHECK(work.tokenizer != nullptr, base_dir << " has no tokenizer; hint: stitch evaluates the tasks with it");
+  const io::StateDict base = model::model_state_dict(*model::load_model_dir(base_dir).model);
+  std::vector<io::StateDict> inputs;
+  for (const std::string& path : paths) {
+    compose::MergeSpec one;
+    one.base = base_dir;
+    one.options.method = compose::MergeMethod::kTaskArithmetic;
+    one.inputs.push_back({path, 1.0, -1});
+    inputs.push_back(compose::merge_to_state_dict(one));  // base + the input's delta, checked against the base
+  }
+  std::vector<data::LoadedTask> loaded;
+  for (const std::string& spec : task_specs) loaded.push_back(load_task_from_flags(spec, stitch_flags.task, "task-seed"));
+  std::vector<std::vector<data::EncodedSequence>> train(loaded.size());
+  std::vector<std::vector<data::Example>> validation(loaded.size());
+  std::vector<compose::StitchTask> tasks;
+  std::vector<const io::StateDict*> input_weights;
+  for (size_t i = 0; i < loaded.size(); ++i) {
+    train[i] = data::encode_for_training(*work.tokenizer, loaded[i].splits.train);
+    validation[i] = data::validation_examples(loaded[i], stitch_flags.eval_examples);
+    compose::StitchTask task;
+    task.name = loaded[i].name;
+    task.train = &train[i];
+    task.validate = [&, i](model::CausalLM& model) {
+      return eval::evaluate(model, *work.tokenizer, validation[i], eval::EvalOptions()).score;
+    };
+    tasks.push_back(std::move(task));
+    input_weights.push_back(&inputs[i]);
+  }
+  const compose::StitchResult result = compose::stitch(*work.model, base, input_weights, tasks, stitch_flags.options);
+  model::save_model_dir(out_dir, *work.model, work.tokenizer.get());
+  std::printf("stitched %zu inputs into %s: %lld of %lld parameters per input (fraction %.4g), best at step %lld of %lld, "
+              "validation normalized %.3f in %.1f s\n",
+              paths.size(), out_dir.c_str(), static_cast<long long>(result.budget),
+              static_cast<long long>(result.candidates), stitch_flags.options.fraction,
+              static_cast<long long>(result.best_step), static_cast<long long>(stitch_flags.options.steps),
+              result.best_normalized, result.seconds);
+  nlohmann::json per_task = nlohmann::json::array();
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    std::printf("  %-16s alone %.3f  stitched %.3f  (%s)\n", tasks[i].name.c_str(), result.alone[i],
+                result.validation[i], paths[i].c_str());
+    per_task.push_back({{"task", tasks[i].name}, {"input", paths[i]}, {"alone", result.alone[i]},
+                        {"stitched", result.validation[i]}});
+  }
+  write_json_output(common, {{"method", "stitch"},
+                             {"base", base_dir},
+                             {"out_dir", out_dir},
+                             {"fraction", stitch_flags.options.fraction},
+                             {"budget", result.budget},
+                             {"candidates", result.candidates},
+                             {"steps", stitch_flags.options.steps},
+                             {"best_step", result.best_step},
+                             {"validation_normalized", result.best_normalized},
+                             {"tasks", per_task},
+                             {"seconds", result.seconds}});
+  return 0;
 }
 
 }  // namespace
@@ -49,12 +132,15 @@ int run_merge(const std::vector<std::string>& args) {
                 "  dare_linear      entries dropped at rate 1 - density (--seed), kept ones / density, summed\n"
                 "  dare_ties        the same drop, then ties' sign election\n"
                 "  sparse_union     every skill's entries applied; overlaps resolved by --overlap\n"
+                "  stitch           learns a mask of --fraction of each delta from the tasks' train splits\n"
+                "                   (--tasks, one per input), jointly, so that base + sum of the masked\n"
+                "                   deltas scores best on every task's validation split\n"
                 "--config reads a mergekit YAML (merge_method, base_model, models: [{model, parameters:\n"
                 "{weight, density}}], parameters: {lambda, density, normalize, rescale, seed, overlap}, dtype);\n"
                 "relative paths in it are read from the config file's directory.");
   flags.add_string("base", &base_dir, "the base model directory every input was fine-tuned from");
   flags.add_string("skills", &skills, "comma-separated inputs: checkpoint directories and/or skill files");
-  flags.add_string("method", &method_name, compose::merge_method_list());
+  flags.add_string("method", &method_name, compose::merge_method_list() + ", stitch");
   flags.add_string("out", &out_dir, "output model directory (created if missing)", true);
   flags.add_string("config", &config_path, "a mergekit-style YAML config instead of --base/--skills/--method");
   flags.add_string("weights", &weights_text, "comma-separated weights, one per input (default: all 1)");
@@ -67,6 +153,17 @@ int run_merge(const std::vector<std::string>& args) {
                    "true | false: divide by the weights (default: the method's, as mergekit: linear and ties true)");
   flags.add_bool("no-rescale", &no_rescale, "dare: keep the surviving entries as they are (no / density)");
   flags.add_string("dtype", &dtype, "output dtype: float32 | bfloat16 | float16 (default: the base's)");
+  StitchFlags stitch_flags;
+  int64_t stitch_steps = stitch_flags.options.steps, stitch_batch = stitch_flags.options.batch_size,
+          stitch_eval_every = stitch_flags.options.eval_every;
+  flags.add_string("tasks", &stitch_flags.tasks, "stitch: comma-separated tasks, one per input (built-in names or directories)");
+  flags.add_double("fraction", &stitch_flags.options.fraction, "stitch: each input's mask, share of the parameters in (0, 1]");
+  flags.add_int("steps", &stitch_steps, "stitch: optimisation steps");
+  flags.add_double("lr", &stitch_flags.options.lr, "stitch: learning rate on the mask scores (normalized steps)");
+  flags.add_int("batch-size", &stitch_batch, "stitch: training examples per task and step");
+  flags.add_int("eval-every", &stitch_eval_every, "stitch: validate the masks every N steps (the best are kept)");
+  flags.add_int("eval-examples", &stitch_flags.eval_examples, "stitch: validation examples per task and check (0 = all)");
+  add_task_flags(flags, &stitch_flags.task, "task-seed", "stitch: seed of built-in tasks' examples (use the fine-tunes')");
   flags.add_common(&common.threads, &common.json_path, &common.quiet);
   if (!flags.parse(args)) return 0;
   apply_common(common);
@@ -74,7 +171,8 @@ int run_merge(const std::vector<std::string>& args) {
   compose::MergeSpec spec;
   if (!config_path.empty()) {
     for (const char* flag : {"base", "skills", "method", "weights", "density", "densities", "lambda", "seed", "overlap",
-                             "normalize", "no-rescale", "dtype"}) {
+                             "normalize", "no-rescale", "dtype", "tasks", "fraction", "steps", "lr", "batch-size",
+                             "eval-every", "eval-examples", "task-seed", "n"}) {
       SG_CHECK(!flags.given(flag), "--" << flag << " cannot be combined with --config; hint: set it in the config file");
     }
     spec = compose::read_merge_config(config_path);
@@ -82,9 +180,25 @@ int run_merge(const std::vector<std::string>& args) {
     SG_CHECK(!base_dir.empty(), "--base is required (or --config); hint: the base model directory");
     SG_CHECK(!skills.empty(), "--skills is required (or --config); hint: comma-separated checkpoints or skill files");
     SG_CHECK(!method_name.empty(), "--method is required (or --config); hint: one of " << compose::merge_method_list());
+    const std::vector<std::string> paths = split_comma_list(skills);
+    if (method_name == "stitch") {
+      for (const char* flag : {"density", "densities", "lambda", "seed", "overlap", "normalize", "no-rescale", "dtype"}) {
+        SG_CHECK(!flags.given(flag), "--" << flag << " does not apply to --method stitch");
+      }
+      SG_CHECK(!paths.empty(), "--skills lists no inputs; hint: comma-separated checkpoints or skill files");
+      stitch_flags.options.steps = stitch_steps;
+      stitch_flags.options.batch_size = stitch_batch;
+      stitch_flags.options.eval_every = stitch_eval_every;
+      SG_CHECK(stitch_flags.eval_examples >= 0, "--eval-examples must be >= 0, got " << stitch_flags.eval_examples);
+      std::vector<double> weights;
+      if (!weights_text.empty()) weights = parse_numbers("weights", weights_text);
+      return run_stitch(base_dir, paths, weights, stitch_flags, out_dir, common);
+    }
+    for (const char* flag : {"tasks", "fraction", "steps", "lr", "batch-size", "eval-every", "eval-examples", "task-seed", "n"}) {
+      SG_CHECK(!flags.given(flag), "--" << flag << " applies to --method stitch only");
+    }
     spec.base = base_dir;
     spec.options.method = compose::parse_merge_method(method_name);
-    const std::vector<std::string> paths = split_comma_list(skills);
     SG_CHECK(!paths.empty(), "--skills lists no inputs; hint: comma-separated checkpoints or skill files");
     std::vector<double> weights(paths.size(), 1.0);
     if (!weights_text.empty()) {
