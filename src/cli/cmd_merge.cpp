@@ -37,6 +37,7 @@ struct StitchFlags {
   TaskFlags task;
   compose::StitchOptions options;
   int64_t eval_examples = 100;
+  bool distill = false;  // learn from the inputs' own answer distributions instead of the labels
 };
 
 // --method stitch: every input opened as base + its delta, the masks learned on the tasks' train
@@ -79,7 +80,10 @@ int run_stitch(const std::string& base_dir, const std::vector<std::string>& path
     tasks.push_back(std::move(task));
     input_weights.push_back(&inputs[i]);
   }
-  const compose::StitchResult result = compose::stitch(*work.model, base, input_weights, tasks, stitch_flags.options);
+  model::LoadedModel teacher;
+  if (stitch_flags.distill) teacher = model::load_model_dir(base_dir);
+  const compose::StitchResult result = compose::stitch(*work.model, base, input_weights, tasks, stitch_flags.options,
+                                                       stitch_flags.distill ? teacher.model.get() : nullptr);
   model::save_model_dir(out_dir, *work.model, work.tokenizer.get());
   std::printf("stitched %zu inputs into %s: %lld of %lld parameters per input (fraction %.4g), best at step %lld of %lld, "
               "validation normalized %.3f in %.1f s\n",
@@ -147,7 +151,7 @@ int run_merge(const std::vector<std::string>& args) {
   flags.add_double("density", &density, "share of each delta kept, in (0, 1] (ties, dare_linear, dare_ties)");
   flags.add_string("densities", &densities_text, "comma-separated densities, one per input (overrides --density)");
   flags.add_double("lambda", &lambda, "scale of the merged delta (not linear)");
-  flags.add_int("seed", &seed, "seed of dare's random drop");
+  flags.add_int("seed", &seed, "seed of dare's random drop; stitch: of the batch order");
   flags.add_string("overlap", &overlap, "sparse_union where inputs overlap: mean | magnitude | weight");
   flags.add_string("normalize", &normalize,
                    "true | false: divide by the weights (default: the method's, as mergekit: linear and ties true)");
@@ -160,6 +164,9 @@ int run_merge(const std::vector<std::string>& args) {
   flags.add_double("fraction", &stitch_flags.options.fraction, "stitch: each input's mask, share of the parameters in (0, 1]");
   flags.add_int("steps", &stitch_steps, "stitch: optimisation steps");
   flags.add_double("lr", &stitch_flags.options.lr, "stitch: learning rate on the mask scores (normalized steps)");
+  flags.add_double("momentum", &stitch_flags.options.momentum, "stitch: momentum of the normalized steps");
+  flags.add_bool("distill", &stitch_flags.distill,
+                 "stitch: learn from each input's own answer distributions (KL) instead of the tasks' labels");
   flags.add_int("batch-size", &stitch_batch, "stitch: training examples per task and step");
   flags.add_int("eval-every", &stitch_eval_every, "stitch: validate the masks every N steps (the best are kept)");
   flags.add_int("eval-examples", &stitch_flags.eval_examples, "stitch: validation examples per task and check (0 = all)");
@@ -171,8 +178,8 @@ int run_merge(const std::vector<std::string>& args) {
   compose::MergeSpec spec;
   if (!config_path.empty()) {
     for (const char* flag : {"base", "skills", "method", "weights", "density", "densities", "lambda", "seed", "overlap",
-                             "normalize", "no-rescale", "dtype", "tasks", "fraction", "steps", "lr", "batch-size",
-                             "eval-every", "eval-examples", "task-seed", "n"}) {
+                             "normalize", "no-rescale", "dtype", "tasks", "fraction", "steps", "lr", "momentum",
+                             "distill", "batch-size", "eval-every", "eval-examples", "task-seed", "n"}) {
       SG_CHECK(!flags.given(flag), "--" << flag << " cannot be combined with --config; hint: set it in the config file");
     }
     spec = compose::read_merge_config(config_path);
@@ -182,10 +189,12 @@ int run_merge(const std::vector<std::string>& args) {
     SG_CHECK(!method_name.empty(), "--method is required (or --config); hint: one of " << compose::merge_method_list());
     const std::vector<std::string> paths = split_comma_list(skills);
     if (method_name == "stitch") {
-      for (const char* flag : {"density", "densities", "lambda", "seed", "overlap", "normalize", "no-rescale", "dtype"}) {
+      for (const char* flag : {"density", "densities", "lambda", "overlap", "normalize", "no-rescale", "dtype"}) {
         SG_CHECK(!flags.given(flag), "--" << flag << " does not apply to --method stitch");
       }
       SG_CHECK(!paths.empty(), "--skills lists no inputs; hint: comma-separated checkpoints or skill files");
+      SG_CHECK(seed >= 0, "--seed must be >= 0, got " << seed);
+      stitch_flags.options.seed = static_cast<uint64_t>(seed);
       stitch_flags.options.steps = stitch_steps;
       stitch_flags.options.batch_size = stitch_batch;
       stitch_flags.options.eval_every = stitch_eval_every;
@@ -194,7 +203,7 @@ int run_merge(const std::vector<std::string>& args) {
       if (!weights_text.empty()) weights = parse_numbers("weights", weights_text);
       return run_stitch(base_dir, paths, weights, stitch_flags, out_dir, common);
     }
-    for (const char* flag : {"tasks", "fraction", "steps", "lr", "batch-size", "eval-every", "eval-examples", "task-seed", "n"}) {
+    for (const char* flag : {"tasks", "fraction", "steps", "lr", "momentum", "distill", "batch-size", "eval-every", "eval-examples", "task-seed", "n"}) {
       SG_CHECK(!flags.given(flag), "--" << flag << " applies to --method stitch only");
     }
     spec.base = base_dir;

@@ -8,6 +8,8 @@
 
 #include "cli/localize_runs.h"
 #include "compose/merge.h"
+#include "compose/stitch.h"
+#include "data/batching.h"
 #include "eval/evaluator.h"
 #include "library/library.h"
 #include "model/causal_lm.h"
@@ -180,6 +182,70 @@ nlohmann::json merge_study(const std::string& base_dir, const std::vector<MergeS
     if (std::isfinite(normalized) && normalized > best_normalized) {
       best_normalized = normalized;
       best = {{"method", method}, {"input", recipe.input}, {"normalized", normalized}};
+    }
+  }
+
+  // stitch: each specialist's mask learned on the train splits so that base + the masked deltas
+  // holds every task (validated on the first 100 validation examples of each).
+  if (options.stitch_steps > 0) {
+    const auto start = std::chrono::steady_clock::now();
+    util::log_info("merge: stitch of the full inputs");
+    std::vector<io::StateDict> inputs;
+    std::vector<const io::StateDict*> input_pointers;
+    std::vector<std::vector<data::EncodedSequence>> train(tasks.size());
+    std::vector<std::vector<data::Example>> validation(tasks.size());
+    std::vector<compose::StitchTask> stitch_tasks;
+    for (size_t t = 0; t < tasks.size(); ++t) {
+      inputs.push_back(model::model_state_dict(*model::load_model_dir(tasks[t].specialist_dir).model));
+      train[t] = data::encode_for_training(*work.tokenizer, tasks[t].task->splits.train);
+      validation[t] = data::validation_examples(*tasks[t].task, 100);
+      compose::StitchTask task;
+      task.name = tasks[t].task->name;
+      task.train = &train[t];
+      task.validate = [&, t](model::CausalLM& model) {
+        return eval::evaluate(model, *work.tokenizer, validation[t], eval::EvalOptions()).score;
+      };
+      stitch_tasks.push_back(std::move(task));
+    }
+    for (const io::StateDict& input : inputs) input_pointers.push_back(&input);
+    compose::StitchOptions stitch_options;
+    stitch_options.fraction = options.stitch_fraction;
+    stitch_options.steps = options.stitch_steps;
+    stitch_options.seed = options.seed;
+    const io::StateDict base_weights = model::model_state_dict(*model::load_model_dir(base_dir).model);
+    const compose::StitchResult stitched =
+        compose::stitch(*work.model, base_weights, input_pointers, stitch_tasks, stitch_options);
+    if (!options.stitch_out.empty()) model::save_model_dir(options.stitch_out, *work.model, work.tokenizer.get());
+    std::vector<double> scores;
+    for (size_t t = 0; t < tasks.size(); ++t) scores.push_back(score(t));
+    const double normalized = normalized_of(all, scores);
+    nlohmann::json score_json = nlohmann::json::object(), validation_json = nlohmann::json::object();
+    std::printf("%-16s %-6s", "stitch", "full");
+    for (size_t t = 0; t < tasks.size(); ++t) {
+      score_json[tasks[t].task->name] = scores[t];
+      validation_json[tasks[t].task->name] = stitched.validation[t];
+      std::printf(" %12.3f", scores[t]);
+    }
+    std::printf(" %10.3f   (masks of %.0f%% learned on the train splits, best at step %lld of %lld)\n", normalized,
+                options.stitch_fraction * 100, static_cast<long long>(stitched.best_step),
+                static_cast<long long>(options.stitch_steps));
+    std::fflush(stdout);
+    rows.push_back({{"method", "stitch"},
+                    {"input", "full"},
+                    {"options", {{"fraction", options.stitch_fraction},
+                                 {"steps", options.stitch_steps},
+                                 {"lr", stitch_options.lr},
+                                 {"batch_size", stitch_options.batch_size}}},
+                    {"scores", score_json},
+                    {"normalized", number_or_null(normalized)},
+                    {"validation", validation_json},
+                    {"validation_normalized", stitched.best_normalized},
+                    {"best_step", stitched.best_step},
+                    {"out_dir", options.stitch_out},
+                    {"seconds", util::seconds_since(start)}});
+    if (std::isfinite(normalized) && normalized > best_normalized) {
+      best_normalized = normalized;
+      best = {{"method", "stitch"}, {"input", "full"}, {"normalized", normalized}};
     }
   }
 

@@ -27,12 +27,16 @@ struct MergeStudyTask {
 
 struct MergeStudyOptions {
   int64_t max_examples = 0;  // test examples scored per task (0: all)
+  // stitch (masks learned on the train splits) of the full deltas; 0 steps: not run.
+  double stitch_fraction = 0.3;
+  int64_t stitch_steps = 0;
+  std::string stitch_out;    // where the stitched model is written ("" : not written)
   bool pairs = true;         // also merge every pair of tasks (task_arithmetic, full deltas)
   uint64_t seed = 0;         // DARE's drops
 };
 
 // {"max_examples", "specialists": {task: score}, "merge": [{method, input, options, scores: {task:
-// score}, normalized, seconds}], "best": {method, input, normalized}, "pairs": [{tasks, jaccard,
+// score}, normalized, seconds}] (stitch's row also: validation, best_step, out_dir), "best": {method, input, normalized}, "pairs": [{tasks, jaccard,
 // normalized, cost}], "pairs_correlation"}. normalized = mean over tasks of merged / specialist
 // score (specialists scored on the same examples). `jaccard` (the demo's overlap matrix, task order
 // of `tasks`) labels the pairs.

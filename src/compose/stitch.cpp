@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 
 #include "skills/graft_util.h"
@@ -58,7 +59,7 @@ class StitchWriter {
 }  // namespace
 
 StitchResult stitch(model::CausalLM& work, const io::StateDict& base, const std::vector<const io::StateDict*>& inputs,
-                    const std::vector<StitchTask>& tasks, const StitchOptions& options) {
+                    const std::vector<StitchTask>& tasks, const StitchOptions& options, model::CausalLM* teacher) {
   SG_CHECK(!inputs.empty(), "stitch needs at least one input; hint: one fine-tune or skill per task");
   SG_CHECK(inputs.size() == tasks.size(), "stitch got " << inputs.size() << " inputs and " << tasks.size()
                                                         << " tasks; hint: name one task per input, in the same order");
@@ -116,9 +117,22 @@ StitchResult stitch(model::CausalLM& work, const io::StateDict& base, const std:
   for (size_t i = 0; i < count; ++i) {
     orders.emplace_back(static_cast<int64_t>(tasks[i].train->size()), options.seed + i);
   }
+  std::vector<torch::Tensor> velocity(count);
+  if (options.momentum > 0) {
+    for (torch::Tensor& v : velocity) v = torch::zeros({layout.total});
+  }
   torch::Tensor grad = torch::empty({layout.total});
   torch::Tensor squared = torch::empty({layout.total});
 
+  // Each task's share of the loss: after every validation, the tasks furthest below their input
+  // alone weigh most (0.1 + the shortfall, scaled to a mean of 1), so the effort goes where the
+  // merged model still falls short instead of polishing the tasks it already holds.
+  std::vector<double> loss_weights(count, 1.0);
+  io::StateDict teacher_weights;
+  if (teacher != nullptr) {
+    teacher_weights = model::model_state_dict(*teacher);
+    for (const auto& item : teacher_weights) item.value().set_requires_grad(false);
+  }
   result.best_normalized = -std::numeric_limits<double>::infinity();
   double recent_loss = std::nan("");
   for (int64_t step = 0; step <= options.steps; ++step) {
@@ -126,28 +140,43 @@ StitchResult stitch(model::CausalLM& work, const io::StateDict& base, const std:
     writer.write(masks);
     if (step % options.eval_every == 0 || step == options.steps) {
       std::vector<double> values;
-      double normalized = 0;
+      double normalized = 0, weight_sum = 0;
       for (size_t i = 0; i < count; ++i) {
         values.push_back(tasks[i].validate(work));
-        normalized += (result.alone[i] > 0 ? values[i] / result.alone[i] : values[i]) / static_cast<double>(count);
+        const double relative = result.alone[i] > 0 ? values[i] / result.alone[i] : values[i];
+        normalized += relative / static_cast<double>(count);
+        loss_weights[i] = options.balance ? 0.1 + std::max(0.0, 1.0 - relative) : 1.0;
+        weight_sum += loss_weights[i];
       }
+      for (double& weight : loss_weights) weight *= static_cast<double>(count) / weight_sum;
       if (normalized > result.best_normalized) {
         result.best_normalized = normalized;
         result.best_step = step;
         result.validation = values;
         best_masks = masks;
       }
+      std::string each;
+      for (size_t i = 0; i < count; ++i) {
+        char text[64];
+        std::snprintf(text, sizeof(text), "%s%s %.3f", i > 0 ? ", " : "", tasks[i].name.c_str(), values[i]);
+        each += text;
+      }
       util::log_info("stitch step " + std::to_string(step) + "/" + std::to_string(options.steps) + ": train loss " +
-                     std::to_string(recent_loss) + ", validation normalized " + std::to_string(normalized) +
-                     " (best " + std::to_string(result.best_normalized) + " at step " +
+                     std::to_string(recent_loss) + ", validation normalized " + std::to_string(normalized) + " (" +
+                     each + "; best " + std::to_string(result.best_normalized) + " at step " +
                      std::to_string(result.best_step) + ")");
     }
     if (step == options.steps) break;
     // L = mean over tasks of each task's mean completion loss, its gradient accumulated in .grad.
     recent_loss = 0;
     for (size_t i = 0; i < count; ++i) {
+      if (teacher != nullptr) {
+        torch::NoGradGuard no_grad;
+        for (const auto& item : teacher_weights) item.value().copy_((*inputs[i])[item.key()]);
+      }
       recent_loss += skills::loss_and_gradients(work, weights, layout, *tasks[i].train, options.batch_size, step,
-                                                orders[i], /*accumulate=*/i > 0, 1.0 / static_cast<double>(count)) /
+                                                orders[i], /*accumulate=*/i > 0,
+                                                loss_weights[i] / static_cast<double>(count), teacher) /
                      static_cast<double>(count);
     }
     for (size_t i = 0; i < count; ++i) {
@@ -164,7 +193,13 @@ StitchResult stitch(model::CausalLM& work, const io::StateDict& base, const std:
       }
       torch::pow_out(squared, grad, 2);
       const double rms = squared.mean().sqrt().item<double>();
-      if (rms > 0) scores[i].add_(grad, -options.lr / rms);
+      if (rms <= 0) continue;
+      if (options.momentum > 0) {
+        velocity[i].mul_(options.momentum).add_(grad, 1.0 / rms);
+        scores[i].add_(velocity[i], -options.lr);
+      } else {
+        scores[i].add_(grad, -options.lr / rms);
+      }
     }
   }
 

@@ -10,7 +10,8 @@ std::string section_merge(const nlohmann::json& results) {
   std::string body =
       "<p class=\"lead\">Every specialist's graft kept in a skill library, then all skills merged into one model by "
       "each method, from the specialists' full deltas and from their grafts; normalized = mean over tasks of "
-      "merged score / specialist score.</p>";
+      "merged score / specialist score. The mergekit methods use no data; stitch learns which part of each delta to "
+      "keep from the tasks' train splits (masks learned jointly on the merged model).</p>";
   const nlohmann::json* library = member(results, "library");
   if (library != nullptr) {
     body += "<dl class=\"facts\"><dt>library</dt><dd><code>" + escape(string_at(*library, "dir", "?")) + "</code>: " +

@@ -88,7 +88,7 @@ torch::Tensor top_k_indices(const torch::Tensor& values, int64_t k) {
 
 double loss_and_gradients(model::CausalLM& work, io::StateDict& weights, const FlatLayout& layout,
                           const std::vector<data::EncodedSequence>& examples, int64_t batch_size, int64_t step,
-                          train::EpochOrder& order, bool accumulate, double scale) {
+                          train::EpochOrder& order, bool accumulate, double scale, model::CausalLM* teacher) {
   if (!accumulate) {
     for (const std::string& name : layout.names) {
       torch::Tensor grad = weights[name].mutable_grad();
@@ -101,7 +101,21 @@ double loss_and_gradients(model::CausalLM& work, io::StateDict& weights, const F
     sequences.push_back(&examples[static_cast<size_t>(order.at(step * size + i))]);
   }
   data::Batch batch = data::make_batch(sequences, work.config().max_positions);
-  torch::Tensor loss = train::batch_loss_sum(work, batch) / static_cast<double>(std::max<int64_t>(batch.target_count, 1));
+  const double targets = static_cast<double>(std::max<int64_t>(batch.target_count, 1));
+  torch::Tensor loss;
+  if (teacher == nullptr) {
+    loss = train::batch_loss_sum(work, batch) / targets;
+  } else {
+    // KL(teacher || work) of the next-token distributions at the completion positions.
+    torch::Tensor teacher_log_probs;
+    {
+      torch::NoGradGuard no_grad;
+      teacher_log_probs = torch::log_softmax(teacher->forward(batch.inputs), -1);
+    }
+    const torch::Tensor log_probs = torch::log_softmax(work.forward(batch.inputs), -1);
+    const torch::Tensor kl = (teacher_log_probs.exp() * (teacher_log_probs - log_probs)).sum(-1);
+    loss = kl.masked_select(batch.targets.ne(data::kIgnoreTarget)).sum() / targets;
+  }
   (scale == 1.0 ? loss : loss * scale).backward();
   return loss.item<double>();
 }

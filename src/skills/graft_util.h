@@ -50,9 +50,12 @@ at::Tensor sorted_difference(const at::Tensor& a, const at::Tensor& b);
 
 // Mean completion loss of the batch of `batch_size` examples at position step * batch_size of
 // `order`, times `scale`; adds scale * ∂L/∂θ to the .grad of layout's tensors in `weights` (the
-// work model's), zeroed first unless `accumulate`. Returns the unscaled mean loss.
+// work model's), zeroed first unless `accumulate`. Returns the unscaled mean loss. The loss is the
+// cross-entropy of the completion tokens, or, with a `teacher`, the mean over completion positions
+// of KL(teacher's next-token distribution || work's).
 double loss_and_gradients(model::CausalLM& work, io::StateDict& weights, const FlatLayout& layout,
                           const std::vector<data::EncodedSequence>& examples, int64_t batch_size, int64_t step,
-                          train::EpochOrder& order, bool accumulate = false, double scale = 1.0);
+                          train::EpochOrder& order, bool accumulate = false, double scale = 1.0,
+                          model::CausalLM* teacher = nullptr);
 
 }  // namespace sg::skills

@@ -200,8 +200,27 @@ TEST(DemoQuick, EverySpecialistBeatsTheBaseOnItsOwnTask) {
     ASSERT_GT(n, 0);
     EXPECT_NEAR(row.at("normalized").get<double>(), sum / n, 1e-9) << row.dump();
   }
-  for (const char* method : {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "sparse_union"}) {
+  for (const char* method : {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "sparse_union", "stitch"}) {
     EXPECT_TRUE(methods.count(method)) << method;
+  }
+  // stitch: the model it wrote, scored by the eval verb on the same test examples, gives its row's
+  // scores; learning the masks on the train splits beats every merge method that uses no data.
+  for (const auto& row : results.at("merge")) {
+    if (row.at("method") != "stitch") continue;
+    for (const auto& item : row.at("scores").items()) {
+      const std::string json = out + "/stitch_eval_" + item.key() + ".json";
+      CommandResult eval = run_command(shell_quote(binary()) + " eval --threads 1 --quiet --model " +
+                                       shell_quote(row.at("out_dir").get<std::string>()) + " --task " +
+                                       shell_quote(out + "/tasks/" + item.key()) + " --max-examples " +
+                                       std::to_string(results.at("merge_max_examples").get<int64_t>()) + " --json " +
+                                       shell_quote(json));
+      ASSERT_EQ(eval.exit_code, 0) << eval.output;
+      EXPECT_DOUBLE_EQ(read_json(json).at("score").get<double>(), item.value().get<double>()) << item.key();
+    }
+    for (const auto& other : results.at("merge")) {
+      if (other.at("method") == "stitch") continue;
+      EXPECT_GT(row.at("normalized").get<double>(), other.at("normalized").get<double>()) << other.dump();
+    }
   }
   for (const auto& task : tasks) {
     if (task.at("name") != "country_code") continue;
