@@ -45,6 +45,8 @@ int run_localize(const std::vector<std::string>& args) {
   int64_t eval_examples = 100;
   double lr = 0;
   std::string score_optimizer = "nsgd";
+  double momentum = 0.9;
+  bool constant_lr = false;
   CommonOptions common;
   FlagSet flags("localize", "skillgraft localize --base DIR --finetuned DIR --task TASK --out SKILL [options]",
                 "Finds the fraction of parameters that carries what the fine-tune taught: grafting only their\n"
@@ -65,7 +67,9 @@ int run_localize(const std::vector<std::string>& args) {
   flags.add_int("steps", &steps, "graft optimisation steps");
   flags.add_string("score-optimizer", &score_optimizer,
                    "nsgd (gradient over its RMS; recovers more) or adam (the issue's first design)");
-  flags.add_double("lr", &lr, "learning rate on the mask scores; 0 = the optimizer's default (nsgd 0.5, adam 0.02)");
+  flags.add_double("lr", &lr, "learning rate on the mask scores; 0 = the optimizer's default (nsgd 0.1, adam 0.02)");
+  flags.add_double("momentum", &momentum, "nsgd: momentum of the normalized steps (0: plain; then --lr ~0.5)");
+  flags.add_bool("constant-lr", &constant_lr, "nsgd: keep the learning rate constant (default: cosine decay to 0)");
   flags.add_int("batch-size", &batch_size, "training examples per step");
   flags.add_int("eval-every", &eval_every, "validate the current mask every N steps (the best is kept)");
   flags.add_int("eval-examples", &eval_examples, "validation examples per check (0 = all)");
@@ -88,6 +92,9 @@ int run_localize(const std::vector<std::string>& args) {
   options.score_optimizer = skills::score_optimizer_from_name(score_optimizer);
   SG_CHECK(lr >= 0, "--lr must be >= 0, got " << lr << "; hint: 0 picks the optimizer's default");
   options.lr = lr > 0 ? lr : skills::default_score_lr(options.score_optimizer);
+  SG_CHECK(momentum >= 0 && momentum < 1, "--momentum must be in [0, 1), got " << momentum);
+  options.momentum = momentum;
+  options.decay = !constant_lr;
   options.batch_size = batch_size;
   options.eval_every = eval_every;
 

@@ -69,6 +69,10 @@ nlohmann::json LocalizationSession::run(const skills::LocalizeOptions& options, 
   if (options.method == skills::LocalizeMethod::kGraft || options.method == skills::LocalizeMethod::kGraftSigmoid) {
     run["score_optimizer"] = options.score_optimizer == skills::ScoreOptimizer::kAdam ? "adam" : "nsgd";
     run["lr"] = options.lr;
+    if (options.score_optimizer == skills::ScoreOptimizer::kNormalizedSgd) {
+      run["momentum"] = options.momentum;
+      run["lr_decay"] = options.decay ? "cosine" : "constant";
+    }
     run["steps"] = options.steps;
     run["best_validation"] = located.best_validation;
     run["best_step"] = located.best_step;

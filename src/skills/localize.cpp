@@ -31,7 +31,8 @@ struct GraftOptimizer::State {
   bool sigmoid = false;
   torch::Tensor scores;      // (N)
   torch::Tensor scratch;     // (N): ∂L/∂γ
-  torch::Tensor scratch2;    // (N): (∂L/∂γ)² for the normalized step; σ(S − b) and γ for sigmoid
+  torch::Tensor scratch2;    // (N): σ(S − b) and γ for graft-sigmoid; √v̂ for adam
+  torch::Tensor velocity;    // (N): the normalized steps' momentum (nsgd with momentum > 0)
   torch::Tensor adam_m, adam_v;  // (N) each, --score-optimizer adam only
   int64_t adam_t = 0;
   torch::Tensor movement_mask;  // graft-sigmoid: top-k |δ|, sorted flat indices
@@ -56,6 +57,14 @@ struct GraftOptimizer::State {
     torch::NoGradGuard no_grad;
     for (const auto& item : base) weights[item.key()].copy_(item.value());
     written = torch::empty({0}, torch::kLong);
+  }
+
+  // The step's learning rate: options.lr, or with options.decay a cosine from it to 0 over the
+  // steps, so the mask settles instead of churning at the end.
+  double lr_now() const {
+    if (!options.decay || options.steps <= 0) return options.lr;
+    const double progress = static_cast<double>(step) / static_cast<double>(options.steps);
+    return options.lr * 0.5 * (1 + std::cos(M_PI * std::min(1.0, progress)));
   }
 
   // scratch[t] = |δ_t| for every candidate tensor t.
@@ -94,7 +103,11 @@ GraftOptimizer::GraftOptimizer(model::CausalLM& work, const io::StateDict& base,
   const int64_t n = s.layout.total;
   s.scores = torch::empty({n});
   s.scratch = torch::empty({n});
-  s.scratch2 = torch::empty({n});
+  if (s.sigmoid || options.score_optimizer == ScoreOptimizer::kAdam) s.scratch2 = torch::empty({n});
+  // graft-sigmoid keeps plain steps (its third vector is σ).
+  if (!s.sigmoid && options.score_optimizer == ScoreOptimizer::kNormalizedSgd && options.momentum > 0) {
+    s.velocity = torch::zeros({n});
+  }
   if (s.sigmoid) {
     s.movement_into(s.scratch);
     s.movement_mask = top_k_indices(s.scratch, s.k);
@@ -120,7 +133,8 @@ int64_t GraftOptimizer::budget() const { return state_->k; }
 
 int64_t GraftOptimizer::buffer_bytes() const {
   int64_t bytes = 0;
-  for (const torch::Tensor* t : {&state_->scores, &state_->scratch, &state_->scratch2, &state_->adam_m, &state_->adam_v}) {
+  for (const torch::Tensor* t :
+       {&state_->scores, &state_->scratch, &state_->scratch2, &state_->velocity, &state_->adam_m, &state_->adam_v}) {
     if (t->defined()) bytes += t->numel() * static_cast<int64_t>(t->element_size());
   }
   return bytes;
@@ -224,9 +238,17 @@ double GraftOptimizer::step() {
     // Normalized gradient descent: the step is the gradient over its root mean square, so
     // elements move in proportion to their evidence (Adam moves every element by about lr,
     // and the many with only noise churn through the top-k).
-    torch::pow_out(s.scratch2, grad, 2);
-    const double rms = s.scratch2.mean().sqrt().item<double>();
-    if (rms > 0) s.scores.add_(grad, -s.options.lr / rms);
+    // With momentum, the normalized steps are averaged (heavy ball): an element keeps moving while
+    // its evidence keeps pointing the same way, and batch noise averages out.
+    const double rms = grad.norm().item<double>() / std::sqrt(static_cast<double>(grad.numel()));
+    if (rms > 0) {
+      if (s.velocity.defined()) {
+        s.velocity.mul_(s.options.momentum).add_(grad, 1.0 / rms);
+        s.scores.add_(s.velocity, -s.lr_now());
+      } else {
+        s.scores.add_(grad, -s.lr_now() / rms);
+      }
+    }
   }
   s.current = torch::Tensor();
   return loss;
@@ -247,7 +269,7 @@ ScoreOptimizer score_optimizer_from_name(const std::string& name) {
   SG_FAIL("unknown --score-optimizer '" << name << "'; hint: use nsgd (normalized gradient descent) or adam");
 }
 
-double default_score_lr(ScoreOptimizer optimizer) { return optimizer == ScoreOptimizer::kAdam ? 0.02 : 0.5; }
+double default_score_lr(ScoreOptimizer optimizer) { return optimizer == ScoreOptimizer::kAdam ? 0.02 : 0.1; }
 
 std::string localize_method_name(LocalizeMethod method) {
   switch (method) {
