@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <vector>
 
@@ -101,6 +102,20 @@ std::string converted_stories260k() {
     EXPECT_EQ(r.exit_code, 0) << r.output;
   }
   return dir;
+}
+
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  if (!in.good()) {
+    ADD_FAILURE() << "cannot read " << path;
+    return nullptr;
+  }
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const std::exception& error) {
+    ADD_FAILURE() << path << " is not JSON: " << error.what();
+    return nullptr;
+  }
 }
 
 }  // namespace sg::test

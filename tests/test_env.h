@@ -1,6 +1,8 @@
 // Test environment: paths the build passes to every test binary, and small shared helpers.
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include <string>
 #include <vector>
 
@@ -34,6 +36,8 @@ std::string data_model(const std::string& name);
 // contains every needle (and "hint" when require_hint).
 void expect_one_line_error(const std::string& args, const std::vector<std::string>& needles,
                            bool require_hint = false);
+// The JSON file at `path` (a test failure, and null, when it cannot be read or parsed).
+nlohmann::json read_json(const std::string& path);
 // stories260K converted into an HF model directory, once per test process.
 std::string converted_stories260k();
 

@@ -180,17 +180,7 @@ StitchResult stitch(model::CausalLM& work, const io::StateDict& base, const std:
                      static_cast<double>(count);
     }
     for (size_t i = 0; i < count; ++i) {
-      for (size_t t = 0; t < layout.names.size(); ++t) {
-        const std::string& name = layout.names[t];
-        torch::Tensor target = layout.slice(grad, t);
-        const torch::Tensor& theta_grad = weights[name].grad();
-        if (!theta_grad.defined()) {
-          target.zero_();
-          continue;
-        }
-        torch::mul_out(target, theta_grad.detach().to(torch::kFloat).reshape({-1}),
-                       skills::delta_of(base, *inputs[i], name));
-      }
+      skills::gradient_times_delta(grad, weights, layout, base, *inputs[i]);
       torch::pow_out(squared, grad, 2);
       const double rms = squared.mean().sqrt().item<double>();
       if (rms <= 0) continue;

@@ -120,6 +120,20 @@ double loss_and_gradients(model::CausalLM& work, io::StateDict& weights, const F
   return loss.item<double>();
 }
 
+void gradient_times_delta(torch::Tensor& flat, const io::StateDict& weights, const FlatLayout& layout,
+                          const io::StateDict& base, const io::StateDict& finetuned) {
+  for (size_t t = 0; t < layout.names.size(); ++t) {
+    const std::string& name = layout.names[t];
+    torch::Tensor target = layout.slice(flat, t);
+    const torch::Tensor& grad = weights[name].grad();
+    if (!grad.defined()) {
+      target.zero_();
+      continue;
+    }
+    torch::mul_out(target, grad.detach().to(torch::kFloat).reshape({-1}), delta_of(base, finetuned, name));
+  }
+}
+
 torch::Tensor sorted_difference(const torch::Tensor& a, const torch::Tensor& b) {
   std::vector<int64_t> out;
   const int64_t* pa = a.data_ptr<int64_t>();

@@ -45,6 +45,11 @@ at::Tensor delta_of(const io::StateDict& base, const io::StateDict& finetuned, c
 // order of ties to std::partial_sort / nth_element.)
 at::Tensor top_k_indices(const at::Tensor& values, int64_t k);
 
+// flat = ∂L/∂θ ⊙ δ over the layout (the .grad of `weights`' tensors; 0 where a tensor has none):
+// the gradient with respect to the mask γ of θ_base + γ ⊙ δ.
+void gradient_times_delta(at::Tensor& flat, const io::StateDict& weights, const FlatLayout& layout,
+                          const io::StateDict& base, const io::StateDict& finetuned);
+
 // Sorted a minus sorted b (int64 index lists).
 at::Tensor sorted_difference(const at::Tensor& a, const at::Tensor& b);
 

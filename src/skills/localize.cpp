@@ -207,16 +207,7 @@ double GraftOptimizer::step() {
   const double loss = loss_and_gradients(s.work, s.weights, s.layout, s.examples, s.options.batch_size, s.step, s.order);
   ++s.step;
   torch::Tensor& grad = s.scratch;
-  for (size_t t = 0; t < s.layout.names.size(); ++t) {
-    const std::string& name = s.layout.names[t];
-    torch::Tensor target = s.layout.slice(grad, t);
-    const torch::Tensor& theta_grad = s.weights[name].grad();
-    if (!theta_grad.defined()) {
-      target.zero_();
-      continue;
-    }
-    torch::mul_out(target, theta_grad.detach().to(torch::kFloat).reshape({-1}), delta_of(s.base, s.finetuned, name));
-  }
+  gradient_times_delta(grad, s.weights, s.layout, s.base, s.finetuned);
   if (s.sigmoid) {
     // dγ/dS = ±σ(1 − σ), negative on the movement mask (γ = 1 − σ there); scratch2 holds σ
     // (relaxed_into_scratch2 mirrored it on the mask: undo that first).
@@ -391,17 +382,8 @@ LocalizeResult localize(model::CausalLM& work, const io::StateDict& base, const 
       for (int64_t b = 0; b < batches; ++b) {
         loss_and_gradients(work, weights, layout, examples, options.batch_size, b, order, /*accumulate=*/b > 0);
       }
-      for (size_t t = 0; t < layout.names.size(); ++t) {
-        const std::string& name = layout.names[t];
-        torch::Tensor target = layout.slice(ranked, t);
-        const torch::Tensor& grad = weights[name].grad();
-        if (!grad.defined()) {
-          target.zero_();
-          continue;
-        }
-        torch::mul_out(target, grad.detach().to(torch::kFloat).reshape({-1}), delta_of(base, finetuned, name));
-        target.abs_();
-      }
+      gradient_times_delta(ranked, weights, layout, base, finetuned);
+      ranked.abs_();
     }
     best_mask = top_k_indices(ranked, k);
     ranked = torch::Tensor();

@@ -17,12 +17,7 @@
 namespace sg::test {
 namespace {
 
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream in(path);
-  EXPECT_TRUE(in.good()) << path;
-  return nlohmann::json::parse(in);
-}
-
+using sg::test::read_json;
 // The positions of a skill file, as "tensor name" -> set of flat indices, read straight from the file.
 std::map<std::string, std::set<int64_t>> skill_positions(const std::string& path) {
   std::map<std::string, std::set<int64_t>> positions;

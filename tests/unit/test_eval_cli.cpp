@@ -12,17 +12,13 @@
 
 namespace {
 
+using sg::test::read_json;
 using sg::test::run_command;
 using sg::test::shell_quote;
 using sg::test::expect_one_line_error;
 
 
 
-
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream in(path);
-  return nlohmann::json::parse(in);
-}
 
 TEST(EvalCli, Help) {
   auto r = run_command(sg::test::sg_command("eval --help"));

@@ -27,6 +27,7 @@ extern char** environ;
 
 namespace {
 
+using sg::test::read_json;
 using sg::test::run_command;
 using sg::test::shell_quote;
 
@@ -40,11 +41,6 @@ std::string read_file(const std::string& path) {
   std::stringstream buffer;
   buffer << in.rdbuf();
   return buffer.str();
-}
-
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream in(path);
-  return nlohmann::json::parse(in);
 }
 
 bool exists(const std::string& path) { return std::filesystem::exists(path); }

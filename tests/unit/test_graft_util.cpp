@@ -38,16 +38,21 @@ std::vector<sg::data::EncodedSequence> sequences() {
   return out;
 }
 
-TEST(GraftUtil, DistillationLossIsKlDivOverTheCompletionPositions) {
-  auto work = stories(1, 0.02);
-  auto teacher = stories(2, 0.02);
-  StateDict weights = sg::model::model_state_dict(*work);
+// Every tensor of `weights` trainable, laid out in order.
+sg::skills::FlatLayout trainable_layout(const StateDict& weights) {
   std::vector<std::string> names;
   for (const auto& item : weights) {
     item.value().set_requires_grad(true);
     names.push_back(item.key());
   }
-  const sg::skills::FlatLayout layout(names, weights);
+  return sg::skills::FlatLayout(names, weights);
+}
+
+TEST(GraftUtil, DistillationLossIsKlDivOverTheCompletionPositions) {
+  auto work = stories(1, 0.02);
+  auto teacher = stories(2, 0.02);
+  StateDict weights = sg::model::model_state_dict(*work);
+  const sg::skills::FlatLayout layout = trainable_layout(weights);
   const auto examples = sequences();
   sg::train::EpochOrder order(static_cast<int64_t>(examples.size()), 0);
   const double loss = sg::skills::loss_and_gradients(*work, weights, layout, examples, 6, 0, order, false, 1.0,
@@ -85,12 +90,7 @@ TEST(GraftUtil, DistillationLossIsKlDivOverTheCompletionPositions) {
 TEST(GraftUtil, DistillationFromItselfIsZero) {
   auto work = stories(1, 0.02);
   StateDict weights = sg::model::model_state_dict(*work);
-  std::vector<std::string> names;
-  for (const auto& item : weights) {
-    item.value().set_requires_grad(true);
-    names.push_back(item.key());
-  }
-  const sg::skills::FlatLayout layout(names, weights);
+  const sg::skills::FlatLayout layout = trainable_layout(weights);
   const auto examples = sequences();
   sg::train::EpochOrder order(static_cast<int64_t>(examples.size()), 0);
   EXPECT_NEAR(sg::skills::loss_and_gradients(*work, weights, layout, examples, 6, 0, order, false, 1.0, work.get()), 0.0,

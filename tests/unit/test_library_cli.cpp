@@ -23,7 +23,7 @@ using sg::test::shell_quote;
 
 bool contains(const std::string& text, const std::string& needle) { return text.find(needle) != std::string::npos; }
 
-nlohmann::json read_json(const std::string& path) { return nlohmann::json::parse(sg::util::read_file(path)); }
+using sg::test::read_json;
 
 class LibraryCliTest : public ::testing::Test {
  protected:

@@ -14,16 +14,12 @@
 
 namespace {
 
+using sg::test::read_json;
 using sg::test::run_command;
 using sg::test::sg_command;
 using sg::test::shell_quote;
 
 const std::vector<std::string> kTasks = {"add", "opposite"};
-
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream in(path);
-  return nlohmann::json::parse(in);
-}
 
 const std::string& work_dir() {
   static const std::string dir = sg::test::temp_dir("sg-neurons");

@@ -14,16 +14,12 @@
 
 namespace {
 
+using sg::test::read_json;
 using sg::io::StateDict;
 using sg::test::expect_one_line_error;
 using sg::test::run_command;
 using sg::test::sg_command;
 using sg::test::shell_quote;
-
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream in(path);
-  return nlohmann::json::parse(in);
-}
 
 struct Fixture {
   std::string dir, base, opposite, country;
