@@ -69,6 +69,7 @@ StitchResult stitch(model::CausalLM& work, const io::StateDict& base, const std:
   SG_CHECK(options.batch_size >= 1, "--batch-size must be >= 1, got " << options.batch_size);
   SG_CHECK(options.eval_every >= 1, "--eval-every must be >= 1, got " << options.eval_every);
   SG_CHECK(std::isfinite(options.lr) && options.lr > 0, "--lr must be > 0, got " << options.lr);
+  SG_CHECK(options.momentum >= 0 && options.momentum < 1, "--momentum must be in [0, 1), got " << options.momentum);
   for (const StitchTask& task : tasks) {
     SG_CHECK(task.train != nullptr && !task.train->empty(),
              "task " << task.name << " has no training examples; hint: stitch learns its masks from the train splits");

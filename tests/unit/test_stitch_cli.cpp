@@ -131,6 +131,7 @@ TEST(StitchCli, BadInputsFailWithOneLine) {
   expect_one_line_error(base + two + " --tasks opposite", {"--tasks", "2 inputs"});
   expect_one_line_error(base + two + " --tasks opposite,country_code --fraction 0", {"--fraction", "(0, 1]"});
   expect_one_line_error(base + two + " --tasks opposite,country_code --density 0.5", {"--density", "stitch"});
+  expect_one_line_error(base + two + " --tasks opposite,country_code --momentum 1", {"--momentum", "[0, 1)"});
   expect_one_line_error(base + two + " --tasks opposite,country_code --weights 1,2", {"--weights", "stitch"});
   expect_one_line_error(base + two + " --tasks opposite,no_such_task", {"no_such_task"});
   expect_one_line_error("merge --method ties --base " + shell_quote(f.base) + two + " --tasks opposite,country_code --out " +
