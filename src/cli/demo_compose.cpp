@@ -104,11 +104,13 @@ nlohmann::json merge_study(const std::string& base_dir, const std::vector<MergeS
     for (const auto& item : merged) weights[item.key()].copy_(item.value());
   };
 
-  // The specialists on the same examples: the denominators.
+  // The specialists on the same examples: the denominators. Their weights stay loaded for stitch.
   std::vector<double> specialist(tasks.size());
   nlohmann::json specialist_json = nlohmann::json::object();
+  std::vector<io::StateDict> specialist_weights;
   for (size_t t = 0; t < tasks.size(); ++t) {
-    load_weights(model::model_state_dict(*model::load_model_dir(tasks[t].specialist_dir).model));
+    specialist_weights.push_back(model::model_state_dict(*model::load_model_dir(tasks[t].specialist_dir).model));
+    load_weights(specialist_weights.back());
     specialist[t] = score(t);
     specialist_json[tasks[t].task->name] = specialist[t];
   }
@@ -190,13 +192,11 @@ nlohmann::json merge_study(const std::string& base_dir, const std::vector<MergeS
   if (options.stitch_steps > 0) {
     const auto start = std::chrono::steady_clock::now();
     util::log_info("merge: stitch of the full inputs");
-    std::vector<io::StateDict> inputs;
     std::vector<const io::StateDict*> input_pointers;
     std::vector<std::vector<data::EncodedSequence>> train(tasks.size());
     std::vector<std::vector<data::Example>> validation(tasks.size());
     std::vector<compose::StitchTask> stitch_tasks;
     for (size_t t = 0; t < tasks.size(); ++t) {
-      inputs.push_back(model::model_state_dict(*model::load_model_dir(tasks[t].specialist_dir).model));
       train[t] = data::encode_for_training(*work.tokenizer, tasks[t].task->splits.train);
       validation[t] = data::validation_examples(*tasks[t].task, 100);
       compose::StitchTask task;
@@ -207,7 +207,7 @@ nlohmann::json merge_study(const std::string& base_dir, const std::vector<MergeS
       };
       stitch_tasks.push_back(std::move(task));
     }
-    for (const io::StateDict& input : inputs) input_pointers.push_back(&input);
+    for (const io::StateDict& input : specialist_weights) input_pointers.push_back(&input);
     compose::StitchOptions stitch_options;
     stitch_options.fraction = options.stitch_fraction;
     stitch_options.steps = options.stitch_steps;
