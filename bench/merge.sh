@@ -6,7 +6,9 @@
 #   --small: 64 MB each) written to a temp directory under /tmp (removed at the end), merged by
 #   task_arithmetic and ties (density 0.2) into a checkpoint, alternating, 3 runs each (median shown),
 #   after measuring memcpy in the same process. Throughput = (base + inputs read + output written) / merge seconds, with and without
-#   the final fsync of the output (disk-bound); inputs are read from the page cache (just written).
+#   the final fsync of the output (disk-bound); inputs are read from the page cache (just written);
+#   the output goes to disk through O_DIRECT where the file system takes it (SG_NO_DIRECT_IO=1 in
+#   this command's environment: through the page cache instead).
 #   Peak RSS: VmHWM, reset before each merge, over the RSS before it; "budget" = 2 x one input's
 #   largest tensor (the target's bound without the output buffers).
 # Usage: bench/merge.sh [--small] [--threads N]   (default: all cores). SG_BUILD_DIR picks the build

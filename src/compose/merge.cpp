@@ -107,40 +107,33 @@ void convert_from_float(const float* in, int64_t count, at::ScalarType type, voi
   }
 }
 
-// Where merged tensors go. write() is called from several threads at once (disjoint ranges).
+// Where merged tensors go, slab by slab in order (a file is written front to back).
 class OutputSink {
  public:
   virtual ~OutputSink() = default;
   virtual at::ScalarType dtype(const std::string& name) const = 0;
-  // float32 values of flat elements [begin, begin + count) of `name`, converted to its dtype.
-  virtual void write(const std::string& name, int64_t begin, const float* values, int64_t count) = 0;
+  // Where flat elements [begin, end) of `name` go, as dtype(name): filled by several threads at
+  // once, valid until slab_done(). Called from one thread, slabs in order.
+  virtual uint8_t* slab(const std::string& name, int64_t begin, int64_t end) = 0;
+  virtual void slab_done() {}
   // A tensor copied as is (non-floating).
   virtual void write_whole(const std::string& name, const at::Tensor& tensor) = 0;
-  // Every byte of `name` has been written.
-  virtual void tensor_done(const std::string& name) {}
 };
 
+// A checkpoint file, written sequentially (util::AppendFile: O_DIRECT where it can).
 class FileSink : public OutputSink {
  public:
   explicit FileSink(io::SafetensorsStreamWriter& writer) : writer_(writer) {
     for (const io::TensorSpec& spec : writer.data_order()) dtypes_[spec.name] = spec.dtype;
+    writer_.begin_sequential();
   }
   at::ScalarType dtype(const std::string& name) const override { return dtypes_.at(name); }
-  void write(const std::string& name, int64_t begin, const float* values, int64_t count) override {
-    const at::ScalarType type = dtypes_.at(name);
-    const size_t element = c10::elementSize(type);
-    if (type == at::kFloat) {
-      writer_.write(name, begin * element, values, count * element);
-      return;
-    }
-    thread_local std::vector<uint8_t> buffer;
-    buffer.resize(count * element);
-    convert_from_float(values, count, type, buffer.data());
-    writer_.write(name, begin * element, buffer.data(), buffer.size());
+  uint8_t* slab(const std::string& name, int64_t begin, int64_t end) override {
+    const size_t element = c10::elementSize(dtypes_.at(name));
+    return writer_.stage(name, begin * element, (end - begin) * element);
   }
+  void slab_done() override { writer_.staged(); }
   void write_whole(const std::string& name, const at::Tensor& tensor) override { writer_.write_tensor(name, tensor); }
-  // The disk writes of this tensor overlap the merge of the next ones.
-  void tensor_done(const std::string& name) override { writer_.start_writeback(name); }
 
  private:
   io::SafetensorsStreamWriter& writer_;
@@ -151,10 +144,9 @@ class MemorySink : public OutputSink {
  public:
   explicit MemorySink(io::StateDict& out) : out_(out) {}
   at::ScalarType dtype(const std::string& name) const override { return out_[name].scalar_type(); }
-  void write(const std::string& name, int64_t begin, const float* values, int64_t count) override {
+  uint8_t* slab(const std::string& name, int64_t begin, int64_t end) override {
     at::Tensor& target = out_[name];
-    convert_from_float(values, count, target.scalar_type(),
-                       static_cast<uint8_t*>(target.data_ptr()) + begin * target.element_size());
+    return static_cast<uint8_t*>(target.data_ptr()) + begin * target.element_size();
   }
   void write_whole(const std::string& name, const at::Tensor& tensor) override { out_[name].copy_(tensor); }
 
@@ -200,14 +192,14 @@ void merge_tensors(const MergeBase& base, const std::vector<WeightedInput>& inpu
   if (total >= kProgressElements) {
     progress = std::make_unique<util::Progress>("merge " + merge_method_name(options.method) + " (elements)", total);
   }
-  // Per thread, one slab of output (a thread writes at most its share of a slab at once).
-  std::vector<std::vector<float>> outputs(at::get_num_threads(), std::vector<float>(kSlabElements));
+  // Per thread, one slab of float32 output, for tensors written in another dtype (float32 ones are
+  // merged straight into the sink's slab).
+  std::vector<std::vector<float>> outputs(at::get_num_threads());
   for (const std::string& name : order) {
     const at::Tensor& b = base.tensors()[name];
     report.tensors += 1;
     if (!b.is_floating_point()) {
       sink.write_whole(name, b);
-      sink.tensor_done(name);
       report.bytes_read += b.numel() * b.element_size();
       report.bytes_written += b.numel() * b.element_size();
       continue;
@@ -228,8 +220,10 @@ void merge_tensors(const MergeBase& base, const std::vector<WeightedInput>& inpu
       touched = touched || !job.deltas.back().absent();
       report.bytes_read += delta_bytes(job.deltas.back());
     }
+    const at::ScalarType out_type = sink.dtype(name);
+    const size_t out_element = c10::elementSize(out_type);
     report.bytes_read += b.numel() * b.element_size();
-    report.bytes_written += b.numel() * c10::elementSize(sink.dtype(name));
+    report.bytes_written += b.numel() * out_element;
     report.elements += job.numel;
     const bool copy = !touched && merger->identity_when_untouched(job);
     if (!copy) {
@@ -237,15 +231,20 @@ void merge_tensors(const MergeBase& base, const std::vector<WeightedInput>& inpu
       report.merged_tensors += 1;
     }
     for_each_slab(job, [&](int64_t slab_begin, int64_t slab_end) {
+      uint8_t* target = sink.slab(name, slab_begin, slab_end);
       parallel_chunks(slab_begin, slab_end, [&](int64_t begin, int64_t end) {
         ChunkReader reader(job, copy ? Fill::kDeltas : merger->fill(), copy ? std::vector<bool>(job.deltas.size(), false)
                                                                               : std::vector<bool>());
-        // The thread's whole range goes out in one write: the page cache takes large writes far
-        // faster than chunk-sized ones.
-        const int thread = at::get_thread_num();
-        SG_CHECK(thread >= 0 && thread < static_cast<int>(outputs.size()),
-                 "thread " << thread << " of " << outputs.size() << "; hint: internal error");
-        float* out = outputs[thread].data();
+        float* out;
+        if (out_type == at::kFloat) {
+          out = reinterpret_cast<float*>(target) + (begin - slab_begin);
+        } else {
+          const int thread = at::get_thread_num();
+          SG_CHECK(thread >= 0 && thread < static_cast<int>(outputs.size()),
+                   "thread " << thread << " of " << outputs.size() << "; hint: internal error");
+          outputs[thread].resize(kSlabElements);
+          out = outputs[thread].data();
+        }
         for (int64_t c = begin; c < end; c += kChunkElements) {
           const int64_t c_end = std::min(c + kChunkElements, end);
           Chunk& chunk = reader.read(c, c_end);
@@ -255,11 +254,11 @@ void merge_tensors(const MergeBase& base, const std::vector<WeightedInput>& inpu
             merger->combine(job, chunk, out + (c - begin));
           }
         }
-        sink.write(name, begin, out, end - begin);
+        if (out_type != at::kFloat) convert_from_float(out, end - begin, out_type, target + (begin - slab_begin) * out_element);
       });
+      sink.slab_done();
       if (progress) progress->advance(slab_end - slab_begin);
     });
-    sink.tensor_done(name);
   }
   if (progress) progress->finish();
 }

@@ -62,6 +62,37 @@ SG_MERGE_KERNEL int64_t count_bits_at_least(const float* __restrict delta, int32
   return count;
 }
 
+// Histograms the entries of delta whose magnitude's high 16 bits lie in [first, first + span] by
+// (high bin - first, low 16 bits) into bins. Few entries fall inside: a loop that vectorizes flags
+// them per block of 32, and only the flagged ones are visited (by the set bytes of the flags).
+SG_MERGE_KERNEL void histogram_window(const float* __restrict delta, uint32_t first, uint32_t span, int64_t n,
+                                      int64_t* __restrict bins) {
+  constexpr int64_t kBlock = 32;
+  alignas(32) uint8_t flags[kBlock];
+  for (int64_t j = 0; j < n; j += kBlock) {
+    const int64_t m = std::min(kBlock, n - j);
+    if (m == kBlock) {
+      for (int64_t l = 0; l < kBlock; ++l) {
+        int32_t value;
+        std::memcpy(&value, delta + j + l, sizeof value);
+        flags[l] = (static_cast<uint32_t>(value & 0x7fffffff) >> 16) - first <= span;
+      }
+    } else {
+      for (int64_t l = 0; l < kBlock; ++l) flags[l] = l < m && (magnitude_bits(delta[j + l]) >> 16) - first <= span;
+    }
+    for (int64_t q = 0; q < kBlock; q += 8) {
+      uint64_t word;
+      std::memcpy(&word, flags + q, sizeof word);
+      while (word != 0) {
+        const int64_t l = q + __builtin_ctzll(word) / 8;
+        word &= word - 1;
+        const uint32_t bits = magnitude_bits(delta[j + l]);
+        ++bins[((bits >> 16) - first) * kLowBins + (bits & 0xffffu)];
+      }
+    }
+  }
+}
+
 SG_MERGE_KERNEL void keep_at_least(float* __restrict delta, float t, int64_t n) {
   for (int64_t j = 0; j < n; ++j) delta[j] = std::fabs(delta[j]) >= t ? delta[j] : 0.0f;
 }
@@ -184,17 +215,12 @@ class TiesMerger : public TensorMerger {
     histogram_pass(
         job, selecting, counts,
         [&](size_t i, const float* __restrict delta, int64_t n, int64_t* __restrict bins) {
-          // "Above the window" counted by a loop that vectorizes; the few elements inside take the
-          // branch of the second loop.
+          // "Above the window" and the window itself, each by a loop that vectorizes.
           const uint32_t first = static_cast<uint32_t>(low[i]), last = static_cast<uint32_t>(high[i]);
           if (last + 1 < static_cast<uint32_t>(kHighBins)) {
             bins[(last - first + 1) * kLowBins] += count_bits_at_least(delta, static_cast<int32_t>((last + 1) << 16), n);
           }
-          for (int64_t j = 0; j < n; ++j) {
-            const uint32_t bits = magnitude_bits(delta[j]);
-            const uint32_t bin = bits >> 16;
-            if (bin - first <= last - first) ++bins[(bin - first) * kLowBins + (bits & 0xffffu)];
-          }
+          histogram_window(delta, first, last - first, n, bins);
         },
         1);
     for (size_t i = 0; i < inputs; ++i) {

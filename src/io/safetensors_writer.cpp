@@ -107,18 +107,19 @@ SafetensorsStreamWriter::SafetensorsStreamWriter(const std::string& path, const 
   SG_CHECK(text.size() <= kSafetensorsMaxHeaderBytes,
            path << ": the header would be " << text.size() << " bytes, over the " << kSafetensorsMaxHeaderBytes
                 << "-byte limit readers enforce; hint: too many tensors or too much metadata for one file");
-  const std::string head = u64_le_bytes(text.size()) + text;
-  for (uint64_t begin : relative_begin) begin_.push_back(head.size() + begin);
-  file_bytes_ = head.size() + position;
+  head_ = u64_le_bytes(text.size()) + text;
+  for (uint64_t begin : relative_begin) begin_.push_back(head_.size() + begin);
+  file_bytes_ = head_.size() + position;
   written_.reset(new std::atomic<uint64_t>[order_.size()]);
   for (size_t i = 0; i < order_.size(); ++i) written_[i] = 0;
 
   fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   SG_CHECK(fd_ >= 0, temp_path_ << ": cannot create (" << errno_text() << "); hint: is the directory writable?");
-  pwrite_all(fd_, temp_path_, head.data(), head.size(), 0);
+  pwrite_all(fd_, temp_path_, head_.data(), head_.size(), 0);
 }
 
 SafetensorsStreamWriter::~SafetensorsStreamWriter() {
+  appender_.reset();  // stops its thread before the file goes
   if (fd_ >= 0) ::close(fd_);
   if (!committed_) ::unlink(temp_path_.c_str());
 }
@@ -137,9 +138,41 @@ void SafetensorsStreamWriter::write(const std::string& name, uint64_t offset, co
   SG_CHECK(offset <= bytes_[i] && size <= bytes_[i] - offset,
            path_ << ": bytes [" << offset << ", " << offset + size << ") run past tensor \"" << name << "\" of "
                  << bytes_[i] << " bytes; hint: internal error");
-  pwrite_all(fd_, temp_path_, data, size, begin_[i] + offset);
+  if (appender_) {
+    check_next(i, offset, size);
+    appender_->append(data, size);
+  } else {
+    wrote_random_ = true;
+    pwrite_all(fd_, temp_path_, data, size, begin_[i] + offset);
+  }
   written_[i] += size;
 }
+
+void SafetensorsStreamWriter::begin_sequential() {
+  SG_CHECK(fd_ >= 0 && !committed_ && !appender_ && !wrote_random_,
+           path_ << ": begin_sequential after writes; hint: internal error");
+  appender_ = std::make_unique<util::AppendFile>(fd_, temp_path_);
+  appender_->append(head_.data(), head_.size());  // the file from its first byte (whole blocks)
+}
+
+void SafetensorsStreamWriter::check_next(size_t i, uint64_t offset, size_t size) {
+  SG_CHECK(offset <= bytes_[i] && size <= bytes_[i] - offset,
+           path_ << ": bytes [" << offset << ", " << offset + size << ") run past tensor \"" << order_[i].name
+                 << "\" of " << bytes_[i] << " bytes; hint: internal error");
+  SG_CHECK(begin_[i] + offset == appender_->size(),
+           path_ << ": tensor \"" << order_[i].name << "\" bytes from " << offset << " written out of order (the file stands at "
+                 << appender_->size() << ", they start at " << begin_[i] + offset << "); hint: internal error");
+}
+
+uint8_t* SafetensorsStreamWriter::stage(const std::string& name, uint64_t offset, size_t size) {
+  SG_CHECK(appender_ && !committed_, path_ << ": stage() outside sequential mode; hint: internal error");
+  const size_t i = index_of(name);
+  check_next(i, offset, size);
+  written_[i] += size;
+  return appender_->reserve(size);
+}
+
+void SafetensorsStreamWriter::staged() { appender_->commit(); }
 
 void SafetensorsStreamWriter::write_tensor(const std::string& name, const at::Tensor& tensor) {
   const TensorSpec& spec = order_[index_of(name)];
@@ -150,19 +183,16 @@ void SafetensorsStreamWriter::write_tensor(const std::string& name, const at::Te
   if (cpu.numel() > 0) write(name, 0, cpu.data_ptr(), cpu.numel() * cpu.element_size());
 }
 
-void SafetensorsStreamWriter::start_writeback(const std::string& name) {
-  SG_CHECK(fd_ >= 0 && !committed_, path_ << ": write after commit");
-  const size_t i = index_of(name);
-  // Best effort: a file system without it still gets everything written by commit()'s fsync.
-  if (bytes_[i] > 0) ::sync_file_range(fd_, static_cast<off_t>(begin_[i]), static_cast<off_t>(bytes_[i]), SYNC_FILE_RANGE_WRITE);
-}
-
 void SafetensorsStreamWriter::commit() {
   SG_CHECK(fd_ >= 0 && !committed_, path_ << ": commit called twice");
   for (size_t i = 0; i < order_.size(); ++i) {
     SG_CHECK(written_[i] == bytes_[i], path_ << ": tensor \"" << order_[i].name << "\" got " << written_[i].load()
                                              << " of its " << bytes_[i]
                                              << " bytes; hint: internal error, the file is left unwritten");
+  }
+  if (appender_) {
+    appender_->finish();
+    appender_.reset();
   }
   SG_CHECK(::fsync(fd_) == 0, temp_path_ << ": fsync failed (" << errno_text() << ")");
   SG_CHECK(::close(fd_) == 0, temp_path_ << ": close failed (" << errno_text() << ")");

@@ -5,8 +5,13 @@
 // element size, largest first (stable), header padded to a multiple of 8, so the bytes are the same
 // as save_safetensors of the same tensors.
 //
-// Thread safety: write() may be called from several threads at once for disjoint byte ranges
-// (pwrite). Construction and commit() belong to one thread.
+// Two ways to write the data:
+//  - random access: write() may be called from several threads at once for disjoint byte ranges
+//    (pwrite), in any order;
+//  - sequential (begin_sequential()): every byte in file order, through util::AppendFile's
+//    background writer (O_DIRECT where the file system takes it): stage() a region, fill it (from
+//    any threads), staged(); write() and write_tensor() append, and must come in order too.
+// Construction, begin_sequential, stage/staged and commit() belong to one thread.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -19,6 +24,7 @@
 #include <vector>
 
 #include "io/state_dict.h"
+#include "util/append_file.h"
 
 namespace sg::io {
 
@@ -53,10 +59,14 @@ class SafetensorsStreamWriter {
   // declared ones.
   void write_tensor(const std::string& name, const at::Tensor& tensor);
 
-  // Asks the kernel to start writing tensor `name`'s bytes to disk now (sync_file_range, without
-  // waiting), so that commit()'s fsync finds most of the file already written. Call it once a
-  // tensor is complete; optional.
-  void start_writeback(const std::string& name);
+  // Switches to sequential writing; call it before any write.
+  void begin_sequential();
+  // Sequential mode: a region for bytes [offset, offset + size) of tensor `name`, which must be the
+  // next bytes of the file (at most util::AppendFile::kMaxReserve); fill it, then call staged().
+  uint8_t* stage(const std::string& name, uint64_t offset, size_t size);
+  void staged();
+  // Whether sequential writes go around the page cache (O_DIRECT).
+  bool direct() const { return appender_ != nullptr && appender_->direct(); }
 
   // Checks that exactly every tensor's bytes were written (a missing piece throws, naming the
   // tensor), fsyncs, renames over `path`, fsyncs the directory.
@@ -64,6 +74,8 @@ class SafetensorsStreamWriter {
 
  private:
   size_t index_of(const std::string& name) const;
+  // Sequential mode: checks that [offset, offset + size) of tensor i come next in the file.
+  void check_next(size_t i, uint64_t offset, size_t size);
 
   std::string path_;
   std::string temp_path_;
@@ -75,6 +87,9 @@ class SafetensorsStreamWriter {
   std::unique_ptr<std::atomic<uint64_t>[]> written_;  // bytes written per tensor
   std::unordered_map<std::string, size_t> index_;
   uint64_t file_bytes_ = 0;
+  std::string head_;  // the 8-byte length and the header
+  std::unique_ptr<util::AppendFile> appender_;
+  bool wrote_random_ = false;
 };
 
 }  // namespace sg::io

@@ -1,9 +1,11 @@
 // The streaming safetensors writer: the same bytes as save_safetensors whatever order and pieces the
-// data arrives in, from several threads; a missing piece or an exception leaves no file.
+// data arrives in, from several threads; a missing piece or an exception leaves no file. The
+// sequential mode (staged regions, a background writer, O_DIRECT where it can) gives the same bytes.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <random>
 #include <thread>
 
@@ -85,6 +87,93 @@ TEST(SafetensorsStreamWriter, WholeTensorsInDataOrder) {
   writer.commit();
   StateDict loaded = sg::io::load_safetensors(path);
   for (const auto& item : tensors) EXPECT_TRUE(torch::equal(loaded[item.key()], item.value())) << item.key();
+}
+
+// Sets SG_NO_DIRECT_IO for one scope.
+class DirectIoSetting {
+ public:
+  explicit DirectIoSetting(bool off) { ::setenv("SG_NO_DIRECT_IO", off ? "1" : "0", 1); }
+  ~DirectIoSetting() { ::unsetenv("SG_NO_DIRECT_IO"); }
+};
+
+// A float tensor over the 16 MB write buffer (and not a whole number of blocks), then the mixed ones.
+StateDict sequential_tensors() {
+  StateDict tensors = mixed_tensors();
+  torch::manual_seed(4);
+  tensors.insert("big", torch::randn({(5 << 20) + 3}));
+  return tensors;
+}
+
+// Writes `tensors` sequentially: floats in stages of odd sizes, each filled by two threads; the
+// rest by write_tensor or by 7-byte write() pieces, alternately.
+void write_sequentially(SafetensorsStreamWriter& writer, const StateDict& tensors) {
+  writer.begin_sequential();
+  bool pieces = false;
+  for (const TensorSpec& spec : writer.data_order()) {
+    const at::Tensor& t = tensors[spec.name];
+    const auto* bytes = static_cast<const uint8_t*>(t.data_ptr());
+    const uint64_t size = t.numel() * t.element_size();
+    if (t.scalar_type() == at::kFloat) {
+      const uint64_t stage = (int64_t{1} << 20) * 4 + 12;
+      for (uint64_t offset = 0; offset < size; offset += stage) {
+        const uint64_t n = std::min(stage, size - offset);
+        uint8_t* region = writer.stage(spec.name, offset, n);
+        const uint64_t half = n / 8 * 4;
+        std::thread other([&] { std::memcpy(region + half, bytes + offset + half, n - half); });
+        std::memcpy(region, bytes + offset, half);
+        other.join();
+        writer.staged();
+      }
+    } else if (pieces) {
+      for (uint64_t offset = 0; offset < size; offset += 7) writer.write(spec.name, offset, bytes + offset, std::min<uint64_t>(7, size - offset));
+    } else {
+      writer.write_tensor(spec.name, t);
+    }
+    pieces = !pieces;
+  }
+}
+
+TEST(SafetensorsStreamWriter, SequentialStagesGiveSaveSafetensorsBytesWithAndWithoutDirectIo) {
+  const StateDict tensors = sequential_tensors();
+  const sg::io::Metadata metadata = {{"format", "pt"}, {"note", "sequential"}};
+  const std::string expected = sg::io::serialize_safetensors(tensors, metadata);
+  for (bool off : {false, true}) {
+    DirectIoSetting setting(off);
+    const std::string path = sg::test::temp_dir("sg-stream") + "/model.safetensors";
+    SafetensorsStreamWriter writer(path, specs_of(tensors), metadata);
+    write_sequentially(writer, tensors);
+    if (off) EXPECT_FALSE(writer.direct());
+    writer.commit();
+    const std::string written = sg::util::read_file(path);
+    EXPECT_EQ(written.size(), expected.size()) << "SG_NO_DIRECT_IO=" << off;
+    EXPECT_TRUE(written == expected) << "SG_NO_DIRECT_IO=" << off;
+  }
+}
+
+TEST(SafetensorsStreamWriter, SequentialWritesOutOfOrderAreRefusedAndLeaveNoFile) {
+  const StateDict tensors = mixed_tensors();
+  const std::string dir = sg::test::temp_dir("sg-stream");
+  const std::string path = dir + "/model.safetensors";
+  {
+    SafetensorsStreamWriter writer(path, specs_of(tensors));
+    writer.write("c.ids", 0, tensors["c.ids"].data_ptr(), 8);
+    EXPECT_NE(sg::test::error_of([&] { writer.begin_sequential(); }).find("begin_sequential after writes"),
+              std::string::npos);
+  }
+  {
+    SafetensorsStreamWriter writer(path, specs_of(tensors));
+    writer.begin_sequential();
+    // c.ids comes first in the file: a.weight now, or c.ids from byte 8, is out of order.
+    EXPECT_NE(sg::test::error_of([&] { writer.stage("a.weight", 0, 4); }).find("out of order"), std::string::npos);
+    EXPECT_NE(sg::test::error_of([&] { writer.write("c.ids", 8, tensors["c.ids"].data_ptr(), 8); }).find("out of order"),
+              std::string::npos);
+    writer.write("c.ids", 0, tensors["c.ids"].data_ptr(), 8);
+    EXPECT_NE(sg::test::error_of([&] { writer.stage("c.ids", 8, 200); }).find("run past tensor \"c.ids\""),
+              std::string::npos);
+    EXPECT_NE(sg::test::error_of([&] { writer.commit(); }).find("got 8 of its 104 bytes"), std::string::npos);
+  }
+  EXPECT_FALSE(sg::util::file_exists(path));
+  EXPECT_TRUE(std::filesystem::is_empty(dir)) << "the temp file must be removed";
 }
 
 TEST(SafetensorsStreamWriter, MissingPieceRefusesToCommitAndLeavesNoFile) {
