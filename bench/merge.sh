@@ -4,7 +4,8 @@
 # buffers), through bench/bench_merge:
 #   a synthetic float32 base and 4 fine-tuned checkpoints of 1 GB each (8 tensors of 32M floats;
 #   --small: 64 MB each) written to a temp directory under /tmp (removed at the end), merged by
-#   task_arithmetic and ties (density 0.2) into a checkpoint, alternating, 3 runs each (median shown),
+#   linear, task_arithmetic, dare_linear and ties (density 0.2 for the last two) into a checkpoint,
+#   alternating, 3 runs each (median shown),
 #   after measuring memcpy in the same process. Throughput = (base + inputs read + output written) / merge seconds, with and without
 #   the final fsync of the output (disk-bound); inputs are read from the page cache (just written);
 #   the output goes to disk through O_DIRECT where the file system takes it (SG_NO_DIRECT_IO=1 in
@@ -31,7 +32,7 @@ echo "$(nproc) cores; $(uptime | sed 's/.*load/load/')"
 # The bench removes its own temp directory; this one catches an interrupted run.
 root=$(mktemp -d /tmp/sg-bench-merge-run-XXXXXX)
 trap 'rm -rf "$root"' EXIT
-out=$("$bin" "${args[@]}" --threads "$threads" --dir "$root" --methods task_arithmetic,ties)
+out=$("$bin" "${args[@]}" --threads "$threads" --dir "$root" --methods linear,task_arithmetic,dare_linear,ties)
 /usr/bin/python3 - "$out" <<'PY'
 import json, sys
 rows = [json.loads(line) for line in sys.argv[1].splitlines() if line.strip()]
