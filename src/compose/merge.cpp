@@ -458,7 +458,8 @@ nlohmann::json MergeReport::to_json() const {
           {"bytes_written", bytes_written},
           {"seconds", seconds},
           {"commit_seconds", commit_seconds},
-          {"threads", threads}};
+          {"threads", threads},
+          {"direct_io", direct_io}};
 }
 
 // ---- entry points ----
@@ -523,6 +524,7 @@ MergeReport merge_inputs_to_checkpoint(std::shared_ptr<const MergeBase> base, co
   for (const io::TensorSpec& spec : writer.data_order()) order.push_back(spec.name);
   FileSink sink(writer);
   merge_tensors(*base, inputs, options, order, sink, report);
+  report.direct_io = writer.direct();
   const auto commit_start = std::chrono::steady_clock::now();
   writer.commit();
   report.commit_seconds = util::seconds_since(commit_start);

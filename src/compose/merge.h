@@ -109,6 +109,7 @@ struct MergeReport {
   double seconds = 0;        // the merge, writing and fsync included
   double commit_seconds = 0;  // of which the final fsync + rename of the checkpoint (disk-bound)
   int threads = 1;
+  bool direct_io = false;    // the checkpoint went to disk around the page cache (O_DIRECT)
   nlohmann::json to_json() const;
 };
 

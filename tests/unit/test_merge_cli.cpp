@@ -87,6 +87,15 @@ TEST(MergeCli, FlagsAndConfigGiveTheSameModelAndJson) {
       merge_args("--config " + shell_quote(s.root + "/merge.yaml") + " --out " + shell_quote(out2))));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(sg::util::read_file(out1 + "/model.safetensors"), sg::util::read_file(out2 + "/model.safetensors"));
+  EXPECT_TRUE(json["direct_io"].is_boolean());
+  // Through the page cache instead of O_DIRECT: the same bytes, and the report says so.
+  const std::string out3 = s.root + "/out-buffered";
+  r = sg::test::run_command("SG_NO_DIRECT_IO=1 " + sg::test::sg_command(merge_args(
+      "--config " + shell_quote(s.root + "/merge.yaml") + " --out " + shell_quote(out3) + " --json " +
+      shell_quote(s.root + "/merge3.json"))));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(sg::util::read_file(out1 + "/model.safetensors"), sg::util::read_file(out3 + "/model.safetensors"));
+  EXPECT_EQ(sg::io::read_json_file(s.root + "/merge3.json")["direct_io"], false);
   const StateDict m1 = sg::io::load_safetensors_dir(out1), m2 = sg::io::load_safetensors_dir(out2);
   for (const auto& item : m1) EXPECT_TRUE(torch::equal(item.value(), m2[item.key()])) << item.key();
 }
