@@ -158,24 +158,16 @@ std::string fill_event(std::string event, bool she) {
   return event;
 }
 
-// Which prompts a sentiment split draws from: train the seen names with the seen events,
-// validation the seen names with the held-out events, test the held-out names with the held-out
-// events. So validation, like test, asks about events the fine-tune never saw (selecting by it
-// selects what generalizes), and stays disjoint from test.
-enum class SentimentPool { kTrain, kValidation, kTest };
-
-std::vector<Example> sentiment_pool(SentimentPool which) {
+std::vector<Example> sentiment_pool(bool held_out) {
   constexpr size_t kNameCount = sizeof(kNames) / sizeof(kNames[0]);
   constexpr size_t kEventCount = sizeof(kHappyEvents) / sizeof(kHappyEvents[0]);
   static_assert(kEventCount == sizeof(kSadEvents) / sizeof(kSadEvents[0]), "as many happy as sad events");
-  const bool held_out_names = which == SentimentPool::kTest;
-  const bool held_out_events = which != SentimentPool::kTrain;
   std::vector<Example> pool;
   for (size_t n = 0; n < kNameCount; ++n) {
-    if ((n >= kNameCount - kHeldOutNames) != held_out_names) continue;
+    if ((n >= kNameCount - kHeldOutNames) != held_out) continue;
     const Person& person = kNames[n];
     for (size_t e = 0; e < kEventCount; ++e) {
-      if ((e >= kEventCount - kHeldOutEvents) != held_out_events) continue;
+      if ((e >= kEventCount - kHeldOutEvents) != held_out) continue;
       for (int label = 0; label < 2; ++label) {
         const char* event = label == 0 ? kHappyEvents[e] : kSadEvents[e];
         for (const char* frame : kSentimentFrames) {
@@ -193,14 +185,10 @@ std::vector<Example> sentiment_pool(SentimentPool which) {
 }
 
 TaskSplits make_sentiment(const SplitSizes& sizes, std::mt19937_64& rng) {
-  // Drawn in this order (train, test, validation) so that train and test are the examples they
-  // were when validation shared train's phrases.
-  TaskSplits splits = split_distinct("sentiment", sentiment_pool(SentimentPool::kTrain), {sizes.train, 0, 0}, rng);
-  TaskSplits test = split_distinct("sentiment (held-out test)", sentiment_pool(SentimentPool::kTest), {sizes.test, 0, 0}, rng);
-  TaskSplits validation = split_distinct("sentiment (held-out-event validation)",
-                                         sentiment_pool(SentimentPool::kValidation), {sizes.validation, 0, 0}, rng);
-  splits.test = std::move(test.train);
-  splits.validation = std::move(validation.train);
+  // Train and validation share the seen names and events (disjoint prompts); test uses only held-out ones.
+  TaskSplits splits = split_distinct("sentiment", sentiment_pool(false), {sizes.train, sizes.validation, 0}, rng);
+  TaskSplits held_out = split_distinct("sentiment (held-out test)", sentiment_pool(true), {sizes.test, 0, 0}, rng);
+  splits.test = std::move(held_out.train);
   return splits;
 }
 
@@ -417,7 +405,7 @@ const std::vector<BuiltinTaskInfo>& builtin_tasks() {
       {"opposite", "elicited", "exact_match", "built-in word list",
        "\"The opposite of big is\" -> \" small.\"; 64 word pairs both ways; memorised facts: all splits draw from the same pairs"},
       {"sentiment", "elicited", "choice_accuracy", "built-in story templates",
-       "\"Lily got a new puppy. She was\" -> happy/sad; validation: seen names with held-out events; test: held-out names and events"},
+       "\"Lily got a new puppy. She was\" -> happy/sad; test uses held-out names and events"},
       {"add", "built", "exact_match", "generated",
        "\"12 + 7 =\" -> \" 19.\" for integers below 100; test pairs disjoint from train"},
       {"reverse", "built", "exact_match", "generated",
