@@ -135,30 +135,31 @@ uint64_t SafetensorsStreamWriter::tensor_bytes(const std::string& name) const { 
 void SafetensorsStreamWriter::write(const std::string& name, uint64_t offset, const void* data, size_t size) {
   SG_CHECK(fd_ >= 0 && !committed_, path_ << ": write after commit");
   const size_t i = index_of(name);
-  SG_CHECK(offset <= bytes_[i] && size <= bytes_[i] - offset,
-           path_ << ": bytes [" << offset << ", " << offset + size << ") run past tensor \"" << name << "\" of "
-                 << bytes_[i] << " bytes; hint: internal error");
+  check_range(i, offset, size);
   if (appender_) {
-    check_next(i, offset, size);
+    check_next(i, offset);
     appender_->append(data, size);
   } else {
-    wrote_random_ = true;
     pwrite_all(fd_, temp_path_, data, size, begin_[i] + offset);
   }
   written_[i] += size;
 }
 
 void SafetensorsStreamWriter::begin_sequential() {
-  SG_CHECK(fd_ >= 0 && !committed_ && !appender_ && !wrote_random_,
+  const bool written = std::any_of(written_.get(), written_.get() + order_.size(), [](const auto& n) { return n > 0; });
+  SG_CHECK(fd_ >= 0 && !committed_ && !appender_ && !written,
            path_ << ": begin_sequential after writes; hint: internal error");
   appender_ = std::make_unique<util::AppendFile>(fd_, temp_path_);
   appender_->append(head_.data(), head_.size());  // the file from its first byte (whole blocks)
 }
 
-void SafetensorsStreamWriter::check_next(size_t i, uint64_t offset, size_t size) {
+void SafetensorsStreamWriter::check_range(size_t i, uint64_t offset, size_t size) const {
   SG_CHECK(offset <= bytes_[i] && size <= bytes_[i] - offset,
            path_ << ": bytes [" << offset << ", " << offset + size << ") run past tensor \"" << order_[i].name
                  << "\" of " << bytes_[i] << " bytes; hint: internal error");
+}
+
+void SafetensorsStreamWriter::check_next(size_t i, uint64_t offset) const {
   SG_CHECK(begin_[i] + offset == appender_->size(),
            path_ << ": tensor \"" << order_[i].name << "\" bytes from " << offset << " written out of order (the file stands at "
                  << appender_->size() << ", they start at " << begin_[i] + offset << "); hint: internal error");
@@ -167,7 +168,8 @@ void SafetensorsStreamWriter::check_next(size_t i, uint64_t offset, size_t size)
 uint8_t* SafetensorsStreamWriter::stage(const std::string& name, uint64_t offset, size_t size) {
   SG_CHECK(appender_ && !committed_, path_ << ": stage() outside sequential mode; hint: internal error");
   const size_t i = index_of(name);
-  check_next(i, offset, size);
+  check_range(i, offset, size);
+  check_next(i, offset);
   written_[i] += size;
   return appender_->reserve(size);
 }

@@ -74,8 +74,10 @@ class SafetensorsStreamWriter {
 
  private:
   size_t index_of(const std::string& name) const;
-  // Sequential mode: checks that [offset, offset + size) of tensor i come next in the file.
-  void check_next(size_t i, uint64_t offset, size_t size);
+  // Throws unless bytes [offset, offset + size) lie within tensor i.
+  void check_range(size_t i, uint64_t offset, size_t size) const;
+  // Sequential mode: throws unless tensor i's bytes from `offset` come next in the file.
+  void check_next(size_t i, uint64_t offset) const;
 
   std::string path_;
   std::string temp_path_;
@@ -89,7 +91,6 @@ class SafetensorsStreamWriter {
   uint64_t file_bytes_ = 0;
   std::string head_;  // the 8-byte length and the header
   std::unique_ptr<util::AppendFile> appender_;
-  bool wrote_random_ = false;
 };
 
 }  // namespace sg::io
