@@ -52,18 +52,39 @@ class DareMerger : public TensorMerger {
 
 }  // namespace
 
+namespace {
+
+// The drop over delta[0, n) for flat indices first, first + 1, ...: keep iff
+// (splitmix64(stream + index) >> 40) < threshold, kept entries divided by `divisor` when rescale.
+// The hash's 64-bit multiplies vectorize with AVX-512 (vpmullq) and, emulated, with AVX2; the
+// results are the same bits on every path (integer hash, one IEEE division).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+void drop_kernel(float* __restrict delta, uint64_t first, uint64_t threshold, float divisor, bool rescale, int64_t n) {
+  if (rescale) {
+    for (int64_t j = 0; j < n; ++j) {
+      const bool keep = (splitmix64(first + static_cast<uint64_t>(j)) >> 40) < threshold;
+      delta[j] = keep ? delta[j] / divisor : 0.0f;
+    }
+  } else {
+    for (int64_t j = 0; j < n; ++j) {
+      const bool keep = (splitmix64(first + static_cast<uint64_t>(j)) >> 40) < threshold;
+      delta[j] = keep ? delta[j] : 0.0f;
+    }
+  }
+}
+
+}  // namespace
+
 void dare_drop(const TensorJob& job, size_t input, int64_t begin, int64_t end, float* delta) {
   const double density = job.densities[input];
   if (density >= 1) return;
   const uint64_t stream =
       splitmix64(splitmix64(job.options->seed) ^ splitmix64(fnv1a64(job.name) + static_cast<uint64_t>(input)));
   const uint64_t threshold = static_cast<uint64_t>(std::floor(density * 16777216.0));  // density * 2^24
-  const float divisor = static_cast<float>(density);
-  const bool rescale = job.options->rescale;
-  for (int64_t j = 0, n = end - begin; j < n; ++j) {
-    const bool keep = (splitmix64(stream + static_cast<uint64_t>(begin + j)) >> 40) < threshold;
-    delta[j] = keep ? (rescale ? delta[j] / divisor : delta[j]) : 0.0f;
-  }
+  drop_kernel(delta, stream + static_cast<uint64_t>(begin), threshold, static_cast<float>(density),
+              job.options->rescale, end - begin);
 }
 
 std::unique_ptr<TensorMerger> make_dare_linear_merger() { return std::make_unique<DareMerger>(false); }
