@@ -12,12 +12,18 @@
 //   merge    compose::merge_to_checkpoint per --methods, alternating, --reps rounds (default 3):
 //            throughput = (bytes of base + inputs read + bytes written) / seconds of the median run,
 //            with and without the final fsync (disk-bound); peak RSS (VmHWM, reset through
-//            /proc/self/clear_refs before each merge) over the RSS before, the largest of the runs
+//            /proc/self/clear_refs before each merge) over the RSS before, the largest of the runs;
+//            with --cold, the base's and inputs' files are dropped from the page cache before each
+//            merge (posix_fadvise DONTNEED; they are clean), so the merge reads them from disk
 // One JSON line per method (every run's seconds in runs_seconds). The temp directory is removed at the end (also on error).
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -46,12 +52,26 @@ struct Options {
   int64_t size_mb = 1024, tensors = 8, inputs = 4, threads = 0, reps = 3;
   std::string methods = "task_arithmetic,ties", dir = "/tmp";
   bool small = false;
+  bool cold = false;
 };
+
+// Drops a (clean, fsynced) file's pages from the page cache.
+void drop_from_page_cache(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  SG_CHECK(fd >= 0, path << ": cannot open: " << std::strerror(errno));
+  const int rc = ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+  SG_CHECK(rc == 0, path << ": posix_fadvise: " << std::strerror(rc));
+}
 
 Options parse(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     std::string flag = argv[i];
+    if (flag == "--cold") {
+      o.cold = true;
+      continue;
+    }
     if (flag == "--small") {
       o.small = true;
       o.size_mb = 64;
@@ -66,7 +86,7 @@ Options parse(int argc, char** argv) {
     else if (flag == "--reps") o.reps = std::stoll(value);
     else if (flag == "--methods") o.methods = value;
     else if (flag == "--dir") o.dir = value;
-    else SG_FAIL("unknown flag " << flag << "; hint: --size-mb --tensors --inputs --threads --reps --methods --dir --small");
+    else SG_FAIL("unknown flag " << flag << "; hint: --size-mb --tensors --inputs --threads --reps --methods --dir --small --cold");
   }
   SG_CHECK(o.size_mb > 0 && o.tensors > 0 && o.inputs > 0 && o.reps > 0, "sizes and --reps must be > 0");
   return o;
@@ -180,6 +200,10 @@ int main(int argc, char** argv) {
         spec.options = sg::compose::MergeOptions();
         spec.options.method = sg::compose::parse_merge_method(methods[m]);
         if (methods[m] == "ties" || methods[m] == "dare_ties" || methods[m] == "dare_linear") spec.options.density = 0.2;
+        if (o.cold) {
+          drop_from_page_cache(spec.base + "/model.safetensors");
+          for (const auto& input : spec.inputs) drop_from_page_cache(input.path + "/model.safetensors");
+        }
         Run run;
         run.rss_before = status_bytes("VmRSS");
         reset_peak_rss();
@@ -207,12 +231,13 @@ int main(int argc, char** argv) {
           "\"threads\": %d, \"seconds\": %.3f, \"runs_seconds\": [%s], \"fsync_seconds\": %.3f, \"moved_mb\": %.1f, "
           "\"throughput_gbs\": %.3f, \"throughput_no_fsync_gbs\": %.3f, \"memcpy_gbs\": %.3f, \"memcpy_one_thread_gbs\": %.3f, "
           "\"ratio\": %.3f, \"ratio_no_fsync\": %.3f, \"ratio_best_memcpy\": %.3f, \"rss_before_mb\": %.1f, \"peak_increase_mb\": %.1f, "
-          "\"peak_mb\": %.1f, \"budget_mb\": %.1f, \"write_inputs_seconds\": %.1f}\n",
+          "\"peak_mb\": %.1f, \"budget_mb\": %.1f, \"write_inputs_seconds\": %.1f, \"cold\": %s, \"extra_passes\": %lld}\n",
           methods[m].c_str(), static_cast<long long>(o.inputs), static_cast<long long>(o.tensors), model_bytes / 1048576.0,
           largest_tensor / 1048576.0, threads, report.seconds, all_seconds.c_str(), report.commit_seconds, moved / 1048576.0,
           throughput / 1e9, throughput_no_fsync / 1e9, bandwidth / 1e9, bandwidth_one / 1e9, throughput / bandwidth,
           throughput_no_fsync / bandwidth, throughput / std::max(bandwidth, bandwidth_one), mid.rss_before / 1048576.0, peak_increase / 1048576.0,
-          (mid.rss_before + peak_increase) / 1048576.0, (2 * largest_tensor) / 1048576.0, write_seconds);
+          (mid.rss_before + peak_increase) / 1048576.0, (2 * largest_tensor) / 1048576.0, write_seconds,
+          o.cold ? "true" : "false", static_cast<long long>(report.extra_passes));
     }
     std::fflush(stdout);
     return 0;

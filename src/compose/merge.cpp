@@ -195,10 +195,42 @@ void merge_tensors(const MergeBase& base, const std::vector<WeightedInput>& inpu
   // Per thread, one slab of float32 output, for tensors written in another dtype (float32 ones are
   // merged straight into the sink's slab).
   std::vector<std::vector<float>> outputs(at::get_num_threads());
+  // A whole tensor's float32 output, for mergers that ask for it. A finished one goes out slab by
+  // slab while the next tensor's pass fills the same buffer behind it, so the file's writes overlap
+  // the next merge: `pending` is what of the buffer still has to go out.
+  std::vector<float> whole;
+  struct Pending {
+    std::string name;
+    int64_t numel = 0;
+    int64_t next = 0;  // the first element not yet given to the sink
+  } pending;
+  // Gives the sink the pending tensor's slabs up to element `upto` (all of it: -1).
+  auto drain = [&](int64_t upto) {
+    const int64_t end_at = upto < 0 ? pending.numel : std::min(upto, pending.numel);
+    while (pending.next < end_at) {
+      const int64_t slab_begin = pending.next;
+      const int64_t slab_end = std::min(slab_begin + kSlabElements, pending.numel);
+      const at::ScalarType type = sink.dtype(pending.name);
+      const size_t element = c10::elementSize(type);
+      uint8_t* target = sink.slab(pending.name, slab_begin, slab_end);
+      parallel_chunks(slab_begin, slab_end, [&](int64_t begin, int64_t end) {
+        uint8_t* to = target + (begin - slab_begin) * element;
+        if (type == at::kFloat) {
+          std::memcpy(to, whole.data() + begin, (end - begin) * sizeof(float));
+        } else {
+          convert_from_float(whole.data() + begin, end - begin, type, to);
+        }
+      });
+      sink.slab_done();
+      if (progress) progress->advance(slab_end - slab_begin);
+      pending.next = slab_end;
+    }
+  };
   for (const std::string& name : order) {
     const at::Tensor& b = base.tensors()[name];
     report.tensors += 1;
     if (!b.is_floating_point()) {
+      drain(-1);
       sink.write_whole(name, b);
       report.bytes_read += b.numel() * b.element_size();
       report.bytes_written += b.numel() * b.element_size();
@@ -230,13 +262,16 @@ void merge_tensors(const MergeBase& base, const std::vector<WeightedInput>& inpu
       merger->prepare(job);
       report.merged_tensors += 1;
     }
-    for_each_slab(job, [&](int64_t slab_begin, int64_t slab_end) {
-      uint8_t* target = sink.slab(name, slab_begin, slab_end);
+    // Merges [slab_begin, slab_end) into `into` (a float32 buffer of the whole tensor) when given,
+    // else into the sink's slab `target`.
+    auto merge_slab = [&](int64_t slab_begin, int64_t slab_end, float* into, uint8_t* target) {
       parallel_chunks(slab_begin, slab_end, [&](int64_t begin, int64_t end) {
         ChunkReader reader(job, copy ? Fill::kDeltas : merger->fill(), copy ? std::vector<bool>(job.deltas.size(), false)
                                                                               : std::vector<bool>());
         float* out;
-        if (out_type == at::kFloat) {
+        if (into != nullptr) {
+          out = into + begin;
+        } else if (out_type == at::kFloat) {
           out = reinterpret_cast<float*>(target) + (begin - slab_begin);
         } else {
           const int thread = at::get_thread_num();
@@ -254,12 +289,37 @@ void merge_tensors(const MergeBase& base, const std::vector<WeightedInput>& inpu
             merger->combine(job, chunk, out + (c - begin));
           }
         }
-        if (out_type != at::kFloat) convert_from_float(out, end - begin, out_type, target + (begin - slab_begin) * out_element);
+        if (into == nullptr && out_type != at::kFloat) {
+          convert_from_float(out, end - begin, out_type, target + (begin - slab_begin) * out_element);
+        }
       });
+    };
+    if (!copy && merger->whole_tensor(job)) {
+      if (whole.size() < static_cast<size_t>(job.numel)) {
+        drain(-1);
+        whole.resize(static_cast<size_t>(job.numel));
+      }
+      while (true) {
+        for_each_slab(job, [&](int64_t slab_begin, int64_t slab_end) {
+          drain(slab_end);
+          merge_slab(slab_begin, slab_end, whole.data(), nullptr);
+        });
+        if (merger->finish(job, whole.data())) break;
+        report.extra_passes += 1;  // the merger changed its plan: the merge again
+      }
+      drain(-1);
+      pending = Pending{name, job.numel, 0};
+      continue;
+    }
+    drain(-1);
+    for_each_slab(job, [&](int64_t slab_begin, int64_t slab_end) {
+      merge_slab(slab_begin, slab_end, nullptr, sink.slab(name, slab_begin, slab_end));
       sink.slab_done();
       if (progress) progress->advance(slab_end - slab_begin);
     });
   }
+  drain(-1);
+  report.extra_passes += merger->extra_passes();
   if (progress) progress->finish();
 }
 
@@ -459,7 +519,8 @@ nlohmann::json MergeReport::to_json() const {
           {"seconds", seconds},
           {"commit_seconds", commit_seconds},
           {"threads", threads},
-          {"direct_io", direct_io}};
+          {"direct_io", direct_io},
+          {"extra_passes", extra_passes}};
 }
 
 // ---- entry points ----

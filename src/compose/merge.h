@@ -104,7 +104,8 @@ struct MergeReport {
   int64_t tensors = 0;       // tensors written
   int64_t merged_tensors = 0;  // tensors some input changed
   int64_t elements = 0;      // floating elements merged
-  uint64_t bytes_read = 0;   // base + input tensor bytes read (once each; ties' extra passes not counted)
+  uint64_t bytes_read = 0;   // base + input tensor bytes read (once each; extra passes not counted)
+  int64_t extra_passes = 0;  // full reads of a tensor's inputs besides the merge's own (ties' top-k search)
   uint64_t bytes_written = 0;  // output tensor bytes
   double seconds = 0;        // the merge, writing and fsync included
   double commit_seconds = 0;  // of which the final fsync + rename of the checkpoint (disk-bound)

@@ -98,6 +98,15 @@ class TensorMerger {
   // The merged values over the chunk into out[0, chunk.size()) (float32). Called from several
   // threads at once.
   virtual void combine(const TensorJob& job, Chunk& chunk, float* out) const = 0;
+  // Whether the tensor (after prepare) is merged into one float32 buffer of the whole tensor
+  // before any of it goes out: combine's outputs are then provisional until finish().
+  virtual bool whole_tensor(const TensorJob& job) const { return false; }
+  // After every chunk of a whole-tensor merge: completes out[0, numel) and returns true, or
+  // returns false when every chunk must be combined again (the merger has changed its plan; it
+  // must return true the next time).
+  virtual bool finish(const TensorJob& job, float* out) { return true; }
+  // Full reads of tensors' inputs the merger made on its own so far (prepare's passes).
+  virtual int64_t extra_passes() const { return 0; }
 };
 
 std::unique_ptr<TensorMerger> make_linear_merger();

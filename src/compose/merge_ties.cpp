@@ -5,16 +5,27 @@
 //
 // The k-th largest magnitude is found without sorting, by radix selection on the float bits (for
 // non-negative floats the bit pattern orders like the value): a histogram of the top 16 bits of
-// |delta| over a sample of the chunks guesses the bin holding the k-th; one full pass counts the
-// elements above a window of bins around the guess and histograms the window by its low 16 bits,
-// which gives the exact threshold t and how many elements equal it. A guess that misses (or a tensor
-// too small to sample) costs an exact pass over the top 16 bits and a second window pass. When the
-// k-th falls among equal magnitudes (common in bf16 weights), the lowest flat indices are kept: a
-// further pass finds the cut index. Every pass reads all inputs at once, streamed by slab like the
-// combine, so a large tensor costs about 1.1 reads of its inputs before the combine.
+// |delta| over a sample of the chunks (every 8th) guesses the bin holding the k-th, and a window of
+// bins around it.
+//
+// One pass (large tensors whose window holds few entries, the usual case): the merge itself runs
+// with every entry above an input's window kept and every entry below it dropped, counting the
+// entries above and recording each position where some input's entry falls inside its window
+// (index, base value, every input's delta). After the pass the recorded window entries give each
+// exact threshold (and, when the k-th falls among equal magnitudes, the cut index: the lowest
+// indices are kept), and the recorded positions are merged again with the exact trims into the
+// whole-tensor output. The inputs are read once after the sample.
+//
+// Otherwise (a small tensor, a crowded window, a sample that missed the k-th, or SG_TIES_EXACT=1 in
+// the environment): one full pass counts the elements above the window and histograms the window by
+// its low 16 bits, which gives the exact threshold; a miss costs an exact pass over the top 16 bits
+// and a second window pass; ties at the threshold cost a pass that finds the cut; then the merge.
+// Both ways give the same bits.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -34,6 +45,8 @@ constexpr int kLowBins = 1 << 16;
 constexpr int64_t kSampleStride = 8;
 constexpr int64_t kSampleMinElements = 64 * kChunkElements;
 constexpr int kWindowMargin = 1;
+// One pass is taken when the sample says at most this share of positions falls inside a window.
+constexpr double kOnePassMaxCrowding = 0.05;
 
 inline uint32_t magnitude_bits(float x) {
   uint32_t bits;
@@ -93,6 +106,40 @@ SG_MERGE_KERNEL void histogram_window(const float* __restrict delta, uint32_t fi
   }
 }
 
+// flags[j] |= (magnitude bits of delta[j] in [low, high)); adds the entries at or above `high` to
+// *above and those in [low, high) to *inside.
+SG_MERGE_KERNEL void flag_window(const float* __restrict delta, uint32_t low, uint32_t high, uint8_t* __restrict flags,
+                                 int64_t n, int64_t* above, int64_t* inside) {
+  int64_t up = 0, in = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    uint32_t bits;
+    std::memcpy(&bits, delta + j, sizeof bits);
+    bits &= 0x7fffffffu;
+    const bool is_up = bits >= high;
+    const bool is_in = bits >= low && !is_up;
+    up += is_up;
+    in += is_in;
+    flags[j] |= is_in;
+  }
+  *above += up;
+  *inside += in;
+}
+
+SG_MERGE_KERNEL int64_t count_flags(const uint8_t* __restrict flags, int64_t n) {
+  int64_t count = 0;
+  for (int64_t j = 0; j < n; ++j) count += flags[j];
+  return count;
+}
+
+// Keeps the entries whose magnitude bits are at least `high`.
+SG_MERGE_KERNEL void keep_bits_at_least(float* __restrict delta, uint32_t high, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    uint32_t bits;
+    std::memcpy(&bits, delta + j, sizeof bits);
+    delta[j] = (bits & 0x7fffffffu) >= high ? delta[j] : 0.0f;
+  }
+}
+
 SG_MERGE_KERNEL void keep_at_least(float* __restrict delta, float t, int64_t n) {
   for (int64_t j = 0; j < n; ++j) delta[j] = std::fabs(delta[j]) >= t ? delta[j] : 0.0f;
 }
@@ -106,6 +153,7 @@ class TiesMerger : public TensorMerger {
   void prepare(const TensorJob& job) override {
     const size_t inputs = job.deltas.size();
     trims_.assign(inputs, Trim());
+    one_pass_ = false;
     std::vector<bool> selecting(inputs, false);
     bool any = false;
     for (size_t i = 0; i < inputs; ++i) {
@@ -124,10 +172,11 @@ class TiesMerger : public TensorMerger {
     if (!any) return;
 
     // The k-th largest magnitude lies in some high bin b. A sample (every kSampleStride-th chunk)
-    // guesses b; one full pass then counts the elements above a window of bins around the guess
-    // and histograms the window's low bits, which gives the exact threshold when the k-th is in
-    // the window. Where it is not (or the tensor is too small to sample), an exact pass over the
-    // high bits finds b and a window of b alone follows.
+    // guesses b and a window of bins around it. Then either the merge runs in one pass, recording
+    // the window's entries (when the sample says they are few), or one full pass counts the
+    // elements above the window and histograms the window's low bits, which gives the exact
+    // threshold when the k-th is in the window. Where it is not (or the tensor is too small to
+    // sample), an exact pass over the high bits finds b and a window of b alone follows.
     std::vector<int> window_low(inputs, 0), window_high(inputs, -1);
     std::vector<bool> unresolved = selecting;
     if (job.numel >= kSampleMinElements) {
@@ -136,6 +185,7 @@ class TiesMerger : public TensorMerger {
         if (selecting[i]) high[i].assign(kHighBins, 0);
       }
       histogram_pass(job, selecting, high, count_high_bins, kSampleStride);
+      double crowding = 0;  // the expected share of positions recorded by one pass (at most)
       for (size_t i = 0; i < inputs; ++i) {
         if (!selecting[i]) continue;
         int64_t sampled = 0;
@@ -146,9 +196,30 @@ class TiesMerger : public TensorMerger {
         while (bin > 0 && above + high[i][bin] < k_sampled) above += high[i][bin--];
         window_low[i] = std::max(0, bin - kWindowMargin);
         window_high[i] = std::min(kHighBins - 1, bin + kWindowMargin);
+        int64_t inside = 0;
+        for (int b = window_low[i]; b <= window_high[i]; ++b) inside += high[i][b];
+        crowding += sampled > 0 ? static_cast<double>(inside) / sampled : 1.0;
+      }
+      // A recorded position costs an index, a base value and every input's delta; one pass is taken
+      // when the records are expected to stay under half the tensor's float32 size (they may grow to
+      // twice the sample's figure before the exact passes take over) and 5% of positions.
+      const double entry_bytes = 12.0 + 4.0 * static_cast<double>(inputs);
+      const double limit = std::min(kOnePassMaxCrowding, 2.0 / entry_bytes);
+      if (!force_exact() && crowding <= limit) {
+        begin_one_pass(job, selecting, window_low, window_high, crowding);
+        return;
       }
       window_pass(job, selecting, window_low, window_high, unresolved);
     }
+    resolve_exactly(job, selecting, unresolved);
+  }
+
+  // After a window pass: an exact pass over the high bits for the inputs still `unresolved` (and a
+  // window pass of the bin found), then the cuts of the `selecting` inputs whose k-th falls among
+  // equal magnitudes.
+  void resolve_exactly(const TensorJob& job, const std::vector<bool>& selecting, std::vector<bool>& unresolved) {
+    const size_t inputs = job.deltas.size();
+    std::vector<int> window_low(inputs, 0), window_high(inputs, -1);
     if (std::any_of(unresolved.begin(), unresolved.end(), [](bool b) { return b; })) {
       std::vector<std::vector<int64_t>> high(inputs);
       for (size_t i = 0; i < inputs; ++i) {
@@ -178,7 +249,14 @@ class TiesMerger : public TensorMerger {
     if (any_cut) find_cuts(job, cutting);
   }
 
+  bool whole_tensor(const TensorJob&) const override { return one_pass_; }
+  int64_t extra_passes() const override { return passes_; }
+
   void combine(const TensorJob& job, Chunk& chunk, float* out) const override {
+    if (one_pass_) {
+      combine_one_pass(job, chunk, out);
+      return;
+    }
     const int64_t n = chunk.size();
     for (size_t i = 0; i < trims_.size(); ++i) {
       const Trim& trim = trims_[i];
@@ -199,7 +277,230 @@ class TiesMerger : public TensorMerger {
     combine_sign_consensus(job, chunk, out);
   }
 
+  bool finish(const TensorJob& job, float* out) override {
+    if (!one_pass_) return true;
+    one_pass_ = false;
+    const size_t inputs = job.deltas.size();
+    std::vector<int64_t> above(inputs, 0), inside(inputs, 0);
+    for (const Record& r : records_) {
+      for (size_t i = 0; i < inputs; ++i) {
+        above[i] += r.above[i];
+        inside[i] += r.inside[i];
+      }
+    }
+    bool found = !overflow_.load();
+    for (size_t i = 0; i < inputs; ++i) {
+      if (one_pass_inputs_[i]) found = found && above[i] < trims_[i].k && above[i] + inside[i] >= trims_[i].k;
+    }
+    if (!found) {
+      // The sample missed (or the window was more crowded than the sample said): the exact passes, then the
+      // merge again.
+      release_records();
+      std::vector<bool> unresolved = one_pass_inputs_;
+      window_pass(job, one_pass_inputs_, window_low_, window_high_, unresolved);
+      resolve_exactly(job, one_pass_inputs_, unresolved);
+      return false;
+    }
+    thresholds_from_records(above, inside);
+    // The recorded positions, merged again with the exact trims, in batches of a chunk; each
+    // thread's records in parallel (they hold distinct positions).
+    at::parallel_for(0, static_cast<int64_t>(records_.size()), 1, [&](int64_t first, int64_t last) {
+      ChunkBatch batch(inputs);
+      auto flush = [&]() {
+        Chunk chunk;
+        chunk.begin = 0;
+        chunk.end = batch.size;
+        chunk.base = batch.base.data();
+        chunk.scratch = batch.scratch.data();
+        for (size_t i = 0; i < inputs; ++i) chunk.inputs.push_back(batch.values[i].data());
+        combine_sign_consensus(job, chunk, batch.out.data());
+        for (int64_t e = 0; e < batch.size; ++e) out[batch.index[e]] = batch.out[e];
+        batch.size = 0;
+      };
+      for (int64_t t = first; t < last; ++t) {
+        const Record& r = records_[static_cast<size_t>(t)];
+        for (size_t e = 0; e < r.index.size(); ++e) {
+          const int64_t index = r.index[e];
+          batch.index[batch.size] = index;
+          batch.base[batch.size] = r.base[e];
+          for (size_t i = 0; i < inputs; ++i) {
+            const float value = r.values[e * inputs + i];
+            batch.values[i][batch.size] = kept(trims_[i], value, index) ? value : 0.0f;
+          }
+          if (++batch.size == kChunkElements) flush();
+        }
+      }
+      if (batch.size > 0) flush();
+    });
+    release_records();
+    return true;
+  }
+
  private:
+  // What one thread recorded in a one-pass merge.
+  struct Record {
+    std::vector<int64_t> index;   // positions with some input's entry in its window
+    std::vector<float> base;      // the base there
+    std::vector<float> values;    // every input's delta there (inputs per position)
+    std::vector<int64_t> above;   // per input: entries above its window
+    std::vector<int64_t> inside;  // per input: entries inside it
+    std::vector<uint8_t> flags;   // a chunk's "some input inside its window"
+  };
+
+  struct ChunkBatch {
+    explicit ChunkBatch(size_t inputs)
+        : index(kChunkElements), base(kChunkElements), out(kChunkElements), scratch(3 * kChunkElements),
+          values(inputs, std::vector<float>(kChunkElements, 0.0f)) {}
+    int64_t size = 0;
+    std::vector<int64_t> index;
+    std::vector<float> base, out;
+    std::vector<double> scratch;
+    std::vector<std::vector<float>> values;
+  };
+
+  static bool force_exact() {
+    const char* value = std::getenv("SG_TIES_EXACT");
+    return value != nullptr && std::string(value) == "1";
+  }
+
+  // Whether a trimmed input keeps `value` at flat index `index` (the exact trim).
+  static bool kept(const Trim& trim, float value, int64_t index) {
+    if (!trim.active) return true;
+    if (trim.keep_none) return false;
+    const uint32_t bits = magnitude_bits(value);
+    return bits > trim.threshold || (bits == trim.threshold && index < trim.cut);
+  }
+
+  void begin_one_pass(const TensorJob& job, const std::vector<bool>& selecting, const std::vector<int>& low,
+                      const std::vector<int>& high, double crowding) {
+    const size_t inputs = job.deltas.size();
+    one_pass_ = true;
+    one_pass_inputs_ = selecting;
+    window_low_ = low;
+    window_high_ = high;
+    low_bits_.assign(inputs, 0);
+    high_bits_.assign(inputs, 0);
+    for (size_t i = 0; i < inputs; ++i) {
+      if (!selecting[i]) continue;
+      low_bits_[i] = static_cast<uint32_t>(low[i]) << 16;
+      high_bits_[i] = static_cast<uint32_t>(high[i] + 1) << 16;  // 2^31 past the top bin: nothing is above
+    }
+    // Twice the sampled crowding, and some slack for small tensors: past it, the exact passes.
+    record_limit_ = static_cast<int64_t>(2 * crowding * static_cast<double>(job.numel)) + 4 * kChunkElements;
+    recorded_.store(0);
+    overflow_.store(false);
+    records_.assign(static_cast<size_t>(at::get_num_threads()), Record());
+    for (Record& r : records_) {
+      r.above.assign(inputs, 0);
+      r.inside.assign(inputs, 0);
+      r.flags.assign(kChunkElements, 0);
+    }
+  }
+
+  void release_records() {
+    records_.clear();
+    records_.shrink_to_fit();
+  }
+
+  void combine_one_pass(const TensorJob& job, Chunk& chunk, float* out) const {
+    const int64_t n = chunk.size();
+    const size_t inputs = trims_.size();
+    const int thread = at::get_thread_num();
+    SG_CHECK(thread >= 0 && thread < static_cast<int>(records_.size()),
+             "thread " << thread << " of " << records_.size() << "; hint: internal error");
+    Record& r = records_[thread];
+    uint8_t* flags = r.flags.data();
+    std::fill(flags, flags + kChunkElements, uint8_t{0});
+    for (size_t i = 0; i < inputs; ++i) {
+      if (one_pass_inputs_[i]) flag_window(chunk.inputs[i], low_bits_[i], high_bits_[i], flags, n, &r.above[i], &r.inside[i]);
+    }
+    const int64_t flagged = count_flags(flags, n);
+    if (flagged > 0 && !overflow_.load(std::memory_order_relaxed)) {
+      if (recorded_.fetch_add(flagged, std::memory_order_relaxed) + flagged > record_limit_) {
+        overflow_.store(true, std::memory_order_relaxed);
+      } else {
+        // The flagged positions, by the set bytes of 8-byte words (flags is padded to a chunk).
+        size_t at = r.index.size();
+        r.index.resize(at + flagged);
+        r.base.resize(at + flagged);
+        r.values.resize((at + flagged) * inputs);
+        for (int64_t q = 0; q < n; q += 8) {
+          uint64_t word;
+          std::memcpy(&word, flags + q, sizeof word);
+          while (word != 0) {
+            const int64_t j = q + __builtin_ctzll(word) / 8;
+            word &= word - 1;
+            r.index[at] = chunk.begin + j;
+            r.base[at] = chunk.base[j];
+            for (size_t i = 0; i < inputs; ++i) r.values[at * inputs + i] = chunk.inputs[i][j];
+            ++at;
+          }
+        }
+      }
+    }
+    // Provisionally: above the window kept, inside and below dropped (the recorded positions are
+    // merged again in finish()).
+    for (size_t i = 0; i < inputs; ++i) {
+      const Trim& trim = trims_[i];
+      if (!trim.active) continue;
+      if (trim.keep_none) {
+        std::fill(chunk.inputs[i], chunk.inputs[i] + n, 0.0f);
+      } else {
+        keep_bits_at_least(chunk.inputs[i], high_bits_[i], n);
+      }
+    }
+    combine_sign_consensus(job, chunk, out);
+  }
+
+  // The exact thresholds and cuts of the one-pass inputs from the recorded window entries
+  // (`above[i]` entries of input i lie above its window, `inside[i]` in it, and its k-th is among
+  // the latter).
+  void thresholds_from_records(const std::vector<int64_t>& above, const std::vector<int64_t>& inside) {
+    const size_t inputs = trims_.size();
+    // Each input in parallel.
+    at::parallel_for(0, static_cast<int64_t>(inputs), 1, [&](int64_t first, int64_t last) {
+      for (int64_t input = first; input < last; ++input) {
+        if (one_pass_inputs_[static_cast<size_t>(input)]) threshold_from_records(static_cast<size_t>(input), above, inside);
+      }
+    });
+  }
+
+  // Input i's exact threshold and cut from the recorded entries inside its window.
+  void threshold_from_records(size_t i, const std::vector<int64_t>& above, const std::vector<int64_t>& inside) {
+    const size_t inputs = trims_.size();
+    Trim& trim = trims_[i];
+    std::vector<uint32_t> window;
+    window.reserve(static_cast<size_t>(inside[i]));
+    for (const Record& r : records_) {
+      for (size_t e = 0; e < r.index.size(); ++e) {
+        const uint32_t b = magnitude_bits(r.values[e * inputs + i]);
+        if (b >= low_bits_[i] && b < high_bits_[i]) window.push_back(b);
+      }
+    }
+    SG_CHECK(static_cast<int64_t>(window.size()) == inside[i],
+             "ties: " << window.size() << " recorded window entries, " << inside[i] << " counted; hint: internal error");
+    const int64_t rank = trim.k - above[i];  // 1-based, among the window's entries, largest first
+    std::nth_element(window.begin(), window.begin() + (rank - 1), window.end(), std::greater<uint32_t>());
+    trim.threshold = window[static_cast<size_t>(rank - 1)];
+    int64_t greater = 0, equal = 0;
+    for (uint32_t b : window) {
+      greater += b > trim.threshold;
+      equal += b == trim.threshold;
+    }
+    const int64_t take = rank - greater;  // of the `equal` entries at the threshold
+    trim.need = take < equal && trim.threshold != 0 ? take : 0;
+    trim.cut = std::numeric_limits<int64_t>::max();
+    if (trim.need == 0) return;
+    std::vector<int64_t> at_threshold;
+    for (const Record& r : records_) {
+      for (size_t e = 0; e < r.index.size(); ++e) {
+        if (magnitude_bits(r.values[e * inputs + i]) == trim.threshold) at_threshold.push_back(r.index[e]);
+      }
+    }
+    std::sort(at_threshold.begin(), at_threshold.end());
+    trim.cut = at_threshold[static_cast<size_t>(trim.need - 1)] + 1;
+  }
+
   // One pass over the inputs in `active` (resolved ones are cleared from `active`): counts the
   // elements above each input's window of high bins [low, high] and histograms the window by
   // (high bin, low 16 bits). Where the k-th largest falls inside, sets the threshold and, when the
@@ -253,6 +554,7 @@ class TiesMerger : public TensorMerger {
   void histogram_pass(const TensorJob& job, const std::vector<bool>& selecting,
                       std::vector<std::vector<int64_t>>& counts, Count count, int64_t stride) {
     const int threads = at::get_num_threads();
+    if (stride == 1) ++passes_;
     std::vector<std::vector<std::vector<int64_t>>> per_thread(threads);
     for (auto& local : per_thread) {
       local.resize(counts.size());
@@ -285,6 +587,7 @@ class TiesMerger : public TensorMerger {
   void find_cuts(const TensorJob& job, const std::vector<bool>& cutting) {
     const size_t inputs = job.deltas.size();
     const int64_t chunks = (job.numel + kChunkElements - 1) / kChunkElements;
+    ++passes_;
     std::vector<std::vector<int64_t>> per_chunk(inputs);
     for (size_t i = 0; i < inputs; ++i) {
       if (cutting[i]) per_chunk[i].assign(chunks, 0);
@@ -324,6 +627,17 @@ class TiesMerger : public TensorMerger {
   }
 
   std::vector<Trim> trims_;  // per input, for the tensor being merged
+  int64_t passes_ = 0;       // full passes of prepare/finish (histograms, windows, cuts) so far
+  // One pass (see the top of the file): the inputs selected by it, their windows (high bins and
+  // magnitude bits [low, high)), and what the threads record.
+  bool one_pass_ = false;
+  std::vector<bool> one_pass_inputs_;
+  std::vector<int> window_low_, window_high_;
+  std::vector<uint32_t> low_bits_, high_bits_;
+  int64_t record_limit_ = 0;
+  mutable std::atomic<int64_t> recorded_{0};
+  mutable std::atomic<bool> overflow_{false};
+  mutable std::vector<Record> records_;
 };
 
 }  // namespace

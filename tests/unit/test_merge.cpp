@@ -367,6 +367,79 @@ TEST(Merge, TiesFindsTheExactTopKWhenTheSampleMisleads) {
   EXPECT_TRUE(torch::equal(merged, torch::where(keep, delta, torch::zeros({n}))));
 }
 
+// Sets SG_TIES_EXACT for one scope.
+class TiesExactSetting {
+ public:
+  explicit TiesExactSetting(bool exact) { ::setenv("SG_TIES_EXACT", exact ? "1" : "0", 1); }
+  ~TiesExactSetting() { ::unsetenv("SG_TIES_EXACT"); }
+};
+
+TEST(Merge, TiesInOnePassGivesTheExactTopKMerge) {
+  // Tensors large enough to be sampled (so ties merges them reading the inputs once), of different
+  // sizes (the whole-tensor buffer grows and drains behind the next one), four inputs with their
+  // own densities and weights; one input's deltas of "a" on a grid of 1e-4, so its k-th falls among
+  // thousands of equal magnitudes and the lowest indices must be kept. Expected: torch in float64,
+  // from a stable sort of each |delta|.
+  const std::vector<std::pair<std::string, int64_t>> shapes = {{"a", 1300000}, {"b", 600000}, {"c", 2100000}};
+  const std::vector<double> weights = {1.0, 0.5, 2.0, 0.8}, densities = {0.2, 0.5, 0.1, 0.35};
+  torch::manual_seed(21);
+  StateDict base;
+  std::vector<StateDict> fts(weights.size());
+  for (const auto& [name, n] : shapes) {
+    base.insert(name, torch::randn({n}) * 0.1);
+    for (size_t i = 0; i < weights.size(); ++i) {
+      at::Tensor delta = torch::randn({n}) * 0.01;
+      if (name == "a" && i == 0) delta = torch::round(delta * 1e4) / 1e4;
+      fts[i].insert(name, base[name] + delta);
+    }
+  }
+  const std::string root = sg::test::temp_dir("sg-merge-ties1");
+  MergeSpec spec;
+  spec.base = write_checkpoint(root + "/base", base);
+  spec.options.method = MergeMethod::kTies;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    spec.inputs.push_back({write_checkpoint(root + "/ft" + std::to_string(i), fts[i]), weights[i], densities[i]});
+  }
+  StateDict expected;
+  for (const auto& [name, n] : shapes) {
+    at::Tensor elected = torch::zeros({n}, torch::kDouble);
+    std::vector<at::Tensor> trimmed;
+    for (size_t i = 0; i < weights.size(); ++i) {
+      const at::Tensor delta = fts[i][name] - base[name];
+      const int64_t k = static_cast<int64_t>(std::floor(densities[i] * static_cast<double>(n)));
+      const at::Tensor order = std::get<1>(delta.abs().sort(/*stable=*/true, 0, /*descending=*/true));
+      at::Tensor keep = torch::zeros({n}, torch::kBool);
+      keep.index_fill_(0, order.slice(0, 0, k), true);
+      trimmed.push_back(torch::where(keep, delta, torch::zeros({n})).to(torch::kDouble));
+      elected += trimmed.back() * weights[i];
+    }
+    const at::Tensor sign = torch::where(elected >= 0, torch::ones({n}, torch::kDouble), -torch::ones({n}, torch::kDouble));
+    at::Tensor sum = torch::zeros({n}, torch::kDouble), divisor = torch::zeros({n}, torch::kDouble);
+    for (size_t i = 0; i < weights.size(); ++i) {
+      const at::Tensor weighted = trimmed[i] * weights[i];
+      const at::Tensor agree = weighted * sign > 0;
+      sum += torch::where(agree, weighted, torch::zeros_like(weighted));
+      divisor += torch::where(agree, torch::full({n}, weights[i], torch::kDouble), torch::zeros_like(weighted));
+    }
+    divisor = torch::where(divisor == 0, torch::ones_like(divisor), divisor);
+    expected.insert(name, base[name] + (sum / divisor).to(torch::kFloat));
+  }
+  at::set_num_threads(2);  // the records of two threads
+  const sg::compose::MergeReport one_pass = sg::compose::merge_to_checkpoint(spec, root + "/one");
+  const StateDict in_memory = sg::compose::merge_to_state_dict(spec);
+  sg::compose::MergeReport exact;
+  {
+    TiesExactSetting setting(true);
+    exact = sg::compose::merge_to_checkpoint(spec, root + "/exact");
+  }
+  at::set_num_threads(1);
+  EXPECT_EQ(one_pass.extra_passes, 0);  // the sample only
+  EXPECT_GE(exact.extra_passes, 3);     // a window pass per tensor at least
+  expect_dicts_bit_equal(sg::io::load_safetensors_dir(root + "/one"), expected);
+  expect_dicts_bit_equal(in_memory, expected);
+  EXPECT_EQ(sg::util::read_file(root + "/one/model.safetensors"), sg::util::read_file(root + "/exact/model.safetensors"));
+}
+
 TEST(Merge, SeededDareIsReproducibleAndKeepsAboutTheDensity) {
   Fixture f = make_fixture("sg-merge");
   const std::string a = write_checkpoint(f.root + "/a", relative_finetune(f.base, 11));
