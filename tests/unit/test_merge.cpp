@@ -432,7 +432,15 @@ TEST(Merge, TiesInOnePassGivesTheExactTopKMerge) {
     TiesExactSetting setting(true);
     exact = sg::compose::merge_to_checkpoint(spec, root + "/exact");
   }
+  MergeSpec bf16_spec = spec;
+  bf16_spec.options.dtype = "bfloat16";  // the whole tensor converted as it drains
+  const sg::compose::MergeReport bf16 = sg::compose::merge_to_checkpoint(bf16_spec, root + "/bf16");
   at::set_num_threads(1);
+  EXPECT_EQ(bf16.extra_passes, 0);
+  const StateDict bf16_merged = sg::io::load_safetensors_dir(root + "/bf16");
+  for (const auto& item : expected) {
+    EXPECT_TRUE(torch::equal(bf16_merged[item.key()], item.value().to(torch::kBFloat16))) << item.key();
+  }
   EXPECT_EQ(one_pass.extra_passes, 0);  // the sample only
   EXPECT_GE(exact.extra_passes, 3);     // a window pass per tensor at least
   expect_dicts_bit_equal(sg::io::load_safetensors_dir(root + "/one"), expected);
