@@ -293,8 +293,8 @@ class TiesMerger : public TensorMerger {
       if (one_pass_inputs_[i]) found = found && above[i] < trims_[i].k && above[i] + inside[i] >= trims_[i].k;
     }
     if (!found) {
-      // The sample missed (or the window was more crowded than the sample said): the exact passes, then the
-      // merge again.
+      // The sample missed (or the window was more crowded than the sample said): the exact
+      // passes, then the merge again.
       release_records();
       std::vector<bool> unresolved = one_pass_inputs_;
       window_pass(job, one_pass_inputs_, window_low_, window_high_, unresolved);

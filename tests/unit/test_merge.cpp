@@ -448,6 +448,40 @@ TEST(Merge, TiesInOnePassGivesTheExactTopKMerge) {
   EXPECT_EQ(sg::util::read_file(root + "/one/model.safetensors"), sg::util::read_file(root + "/exact/model.safetensors"));
 }
 
+TEST(Merge, TiesInOnePassFallsBackToTheExactPassesWhenTheSampleMisses) {
+  // The sampled chunks (every 8th of 4,096 elements) hold deltas ten times larger than the rest:
+  // the sample's window is narrow (one pass is taken) but far above the true median, so the merge
+  // must run again after the exact passes and still keep exactly the top k.
+  const int64_t n = 1300000, chunk = 4096;
+  torch::manual_seed(22);
+  at::Tensor delta = torch::randn({n}) * 0.001;
+  for (int64_t c = 0; c * chunk < n; c += 8) {
+    delta.slice(0, c * chunk, std::min(n, (c + 1) * chunk)).mul_(10);
+  }
+  StateDict base, ft;
+  base.insert("w", torch::zeros({n}));
+  ft.insert("w", delta);
+  const std::string root = sg::test::temp_dir("sg-merge-ties-miss");
+  MergeSpec spec;
+  spec.base = write_checkpoint(root + "/base", base);
+  spec.options.method = MergeMethod::kTies;
+  spec.inputs.push_back({write_checkpoint(root + "/ft", ft), 1.0, 0.5});
+  const sg::compose::MergeReport report = sg::compose::merge_to_checkpoint(spec, root + "/out");
+  // The window pass of the sampled window, an exact pass over the high bits and a window pass of
+  // the bin found, then the merge again (the exact passes from the start: the first three only).
+  EXPECT_EQ(report.extra_passes, 4);
+  {
+    TiesExactSetting setting(true);
+    EXPECT_EQ(sg::compose::merge_to_checkpoint(spec, root + "/exact").extra_passes, 3);
+  }
+  EXPECT_EQ(sg::util::read_file(root + "/out/model.safetensors"), sg::util::read_file(root + "/exact/model.safetensors"));
+  const int64_t k = n / 2;
+  const at::Tensor order = std::get<1>(delta.abs().sort(/*stable=*/true, 0, /*descending=*/true));
+  at::Tensor keep = torch::zeros({n}, torch::kBool);
+  keep.index_fill_(0, order.slice(0, 0, k), true);
+  EXPECT_TRUE(torch::equal(sg::io::load_safetensors_dir(root + "/out")["w"], torch::where(keep, delta, torch::zeros({n}))));
+}
+
 TEST(Merge, SeededDareIsReproducibleAndKeepsAboutTheDensity) {
   Fixture f = make_fixture("sg-merge");
   const std::string a = write_checkpoint(f.root + "/a", relative_finetune(f.base, 11));
