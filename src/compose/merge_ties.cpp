@@ -48,6 +48,20 @@ constexpr int kWindowMargin = 1;
 // One pass is taken when the sample says at most this share of positions falls inside a window.
 constexpr double kOnePassMaxCrowding = 0.05;
 
+// Calls f(j) for each j in [0, n) with flags[j] != 0, in order; flags holds whole 8-byte words
+// past n (zero there). Few set: it skips by words and visits only the set bytes.
+template <typename F>
+inline void for_each_flagged(const uint8_t* flags, int64_t n, F&& f) {
+  for (int64_t q = 0; q < n; q += 8) {
+    uint64_t word;
+    std::memcpy(&word, flags + q, sizeof word);
+    while (word != 0) {
+      f(q + __builtin_ctzll(word) / 8);
+      word &= word - 1;
+    }
+  }
+}
+
 inline uint32_t magnitude_bits(float x) {
   uint32_t bits;
   std::memcpy(&bits, &x, sizeof bits);
@@ -93,16 +107,10 @@ SG_MERGE_KERNEL void histogram_window(const float* __restrict delta, uint32_t fi
     } else {
       for (int64_t l = 0; l < kBlock; ++l) flags[l] = l < m && (magnitude_bits(delta[j + l]) >> 16) - first <= span;
     }
-    for (int64_t q = 0; q < kBlock; q += 8) {
-      uint64_t word;
-      std::memcpy(&word, flags + q, sizeof word);
-      while (word != 0) {
-        const int64_t l = q + __builtin_ctzll(word) / 8;
-        word &= word - 1;
-        const uint32_t bits = magnitude_bits(delta[j + l]);
-        ++bins[((bits >> 16) - first) * kLowBins + (bits & 0xffffu)];
-      }
-    }
+    for_each_flagged(flags, kBlock, [&](int64_t l) {
+      const uint32_t bits = magnitude_bits(delta[j + l]);
+      ++bins[((bits >> 16) - first) * kLowBins + (bits & 0xffffu)];
+    });
   }
 }
 
@@ -419,23 +427,17 @@ class TiesMerger : public TensorMerger {
       if (recorded_.fetch_add(flagged, std::memory_order_relaxed) + flagged > record_limit_) {
         overflow_.store(true, std::memory_order_relaxed);
       } else {
-        // The flagged positions, by the set bytes of 8-byte words (flags is padded to a chunk).
+        // The flagged positions (flags is zero past n, up to a whole chunk).
         size_t at = r.index.size();
         r.index.resize(at + flagged);
         r.base.resize(at + flagged);
         r.values.resize((at + flagged) * inputs);
-        for (int64_t q = 0; q < n; q += 8) {
-          uint64_t word;
-          std::memcpy(&word, flags + q, sizeof word);
-          while (word != 0) {
-            const int64_t j = q + __builtin_ctzll(word) / 8;
-            word &= word - 1;
-            r.index[at] = chunk.begin + j;
-            r.base[at] = chunk.base[j];
-            for (size_t i = 0; i < inputs; ++i) r.values[at * inputs + i] = chunk.inputs[i][j];
-            ++at;
-          }
-        }
+        for_each_flagged(flags, n, [&](int64_t j) {
+          r.index[at] = chunk.begin + j;
+          r.base[at] = chunk.base[j];
+          for (size_t i = 0; i < inputs; ++i) r.values[at * inputs + i] = chunk.inputs[i][j];
+          ++at;
+        });
       }
     }
     // Provisionally: above the window kept, inside and below dropped (the recorded positions are

@@ -311,26 +311,34 @@ TEST(Merge, TiesTrimsToTheTopKBreakingTiesByIndexAndElectsTheSign) {
   EXPECT_TRUE(torch::allclose(merge_one(base3, {{p, 1}, {q, 2}}, options), torch::tensor({-4.f, 5.f, 0.f})));
 }
 
+// A ties merge of one input at `density` whose delta against a zero base is `delta` (tensor "w"),
+// the checkpoints written under a fresh temp directory.
+struct OneInputTies {
+  std::string root;
+  MergeSpec spec;
+};
+
+OneInputTies one_input_ties(const std::string& prefix, const at::Tensor& delta, double density) {
+  OneInputTies t;
+  t.root = sg::test::temp_dir(prefix);
+  StateDict base, ft;
+  base.insert("w", torch::zeros_like(delta));
+  ft.insert("w", delta);
+  t.spec.base = write_checkpoint(t.root + "/base", base);
+  t.spec.options.method = MergeMethod::kTies;
+  t.spec.inputs.push_back({write_checkpoint(t.root + "/ft", ft), 1.0, density});
+  return t;
+}
+
 TEST(Merge, TiesKeepsExactlyKAcrossChunksAndSlabsWithManyTies) {
   // 1.3M elements (more than one slab, many chunks) whose |delta| takes 8 values: the k-th falls
   // among equal magnitudes and the cut index is needed.
   const int64_t n = 1300000;
   torch::manual_seed(12);
-  StateDict base;
-  base.insert("w", torch::zeros({n}));
   at::Tensor levels = torch::randint(1, 9, {n}).to(torch::kFloat) * 0.125f;
   at::Tensor signs = torch::where(torch::rand({n}) < 0.5, torch::ones({n}), -torch::ones({n}));
   at::Tensor delta = levels * signs;
-  StateDict ft;
-  ft.insert("w", delta);
-  const std::string root = sg::test::temp_dir("sg-merge-ties");
-  const std::string base_dir = write_checkpoint(root + "/base", base);
-  const std::string ft_dir = write_checkpoint(root + "/ft", ft);
-  MergeSpec spec;
-  spec.base = base_dir;
-  spec.options.method = MergeMethod::kTies;
-  spec.inputs.push_back({ft_dir, 1.0, 0.37});
-  const at::Tensor merged = sg::compose::merge_to_state_dict(spec)["w"];
+  const at::Tensor merged = sg::compose::merge_to_state_dict(one_input_ties("sg-merge-ties", delta, 0.37).spec)["w"];
   const int64_t k = static_cast<int64_t>(std::floor(0.37 * n));
   EXPECT_EQ((merged != 0).sum().item<int64_t>(), k);
   // Expected: everything above the k-th magnitude, and the lowest-index ties at it.
@@ -351,15 +359,7 @@ TEST(Merge, TiesFindsTheExactTopKWhenTheSampleMisleads) {
   torch::manual_seed(13);
   at::Tensor delta = torch::randn({n}) * 0.01;
   for (int64_t c = 0; c * chunk < n; c += 8) delta.slice(0, c * chunk, std::min(n, (c + 1) * chunk)).fill_(1.0);
-  StateDict base, ft;
-  base.insert("w", torch::zeros({n}));
-  ft.insert("w", delta);
-  const std::string root = sg::test::temp_dir("sg-merge-ties");
-  MergeSpec spec;
-  spec.base = write_checkpoint(root + "/base", base);
-  spec.options.method = MergeMethod::kTies;
-  spec.inputs.push_back({write_checkpoint(root + "/ft", ft), 1.0, 0.5});
-  const at::Tensor merged = sg::compose::merge_to_state_dict(spec)["w"];
+  const at::Tensor merged = sg::compose::merge_to_state_dict(one_input_ties("sg-merge-ties", delta, 0.5).spec)["w"];
   const int64_t k = n / 2;
   const at::Tensor order = std::get<1>(delta.abs().sort(/*stable=*/true, 0, /*descending=*/true));
   at::Tensor keep = torch::zeros({n}, torch::kBool);
@@ -458,14 +458,7 @@ TEST(Merge, TiesInOnePassFallsBackToTheExactPassesWhenTheSampleMisses) {
   for (int64_t c = 0; c * chunk < n; c += 8) {
     delta.slice(0, c * chunk, std::min(n, (c + 1) * chunk)).mul_(10);
   }
-  StateDict base, ft;
-  base.insert("w", torch::zeros({n}));
-  ft.insert("w", delta);
-  const std::string root = sg::test::temp_dir("sg-merge-ties-miss");
-  MergeSpec spec;
-  spec.base = write_checkpoint(root + "/base", base);
-  spec.options.method = MergeMethod::kTies;
-  spec.inputs.push_back({write_checkpoint(root + "/ft", ft), 1.0, 0.5});
+  const auto [root, spec] = one_input_ties("sg-merge-ties-miss", delta, 0.5);
   const sg::compose::MergeReport report = sg::compose::merge_to_checkpoint(spec, root + "/out");
   // The window pass of the sampled window, an exact pass over the high bits and a window pass of
   // the bin found, then the merge again (the exact passes from the start: the first three only).
