@@ -50,10 +50,6 @@ class DareMerger : public TensorMerger {
   bool ties_;
 };
 
-}  // namespace
-
-namespace {
-
 // The drop over delta[0, n) for flat indices first, first + 1, ...: keep iff
 // (splitmix64(stream + index) >> 40) < threshold, kept entries divided by `divisor` when rescale.
 // The hash's 64-bit multiplies vectorize with AVX-512 (vpmullq) and, emulated, with AVX2; the
