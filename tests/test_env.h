@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,18 @@ struct CommandResult {
 CommandResult run_command(const std::string& command_line);
 // Quotes a string for /bin/sh.
 std::string shell_quote(const std::string& text);
+
+// Sets an environment variable for one scope (a switch such as SG_NO_DIRECT_IO), unset after.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) { ::setenv(name, value, 1); }
+  ~ScopedEnv() { ::unsetenv(name_); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+};
 
 }  // namespace sg::test
 

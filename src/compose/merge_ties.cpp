@@ -26,7 +26,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -35,6 +34,7 @@
 
 #include "compose/merge_method.h"
 #include "util/error.h"
+#include "util/file.h"
 
 namespace sg::compose {
 
@@ -368,10 +368,7 @@ class TiesMerger : public TensorMerger {
     std::vector<std::vector<float>> values;
   };
 
-  static bool force_exact() {
-    const char* value = std::getenv("SG_TIES_EXACT");
-    return value != nullptr && std::string(value) == "1";
-  }
+  static bool force_exact() { return util::env_flag("SG_TIES_EXACT"); }
 
   // Whether a trimmed input keeps `value` at flat index `index` (the exact trim).
   static bool kept(const Trim& trim, float value, int64_t index) {

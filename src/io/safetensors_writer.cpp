@@ -42,16 +42,10 @@ std::string u64_le_bytes(uint64_t value) {
   return bytes;
 }
 
-void pwrite_all(int fd, const std::string& path, const void* data, size_t size, uint64_t offset) {
-  const char* bytes = static_cast<const char*>(data);
-  while (size > 0) {
-    ssize_t n = ::pwrite(fd, bytes, size, static_cast<off_t>(offset));
-    if (n < 0 && errno == EINTR) continue;
-    SG_CHECK(n > 0, path << ": write failed (" << errno_text() << "); hint: is the disk full?");
-    bytes += n;
-    size -= static_cast<size_t>(n);
-    offset += static_cast<uint64_t>(n);
-  }
+// util::pwrite_all, throwing a failure as one line naming the file.
+void write_at(int fd, const std::string& path, const void* data, size_t size, uint64_t offset) {
+  const int failure = util::pwrite_all(fd, data, size, offset);
+  SG_CHECK(failure == 0, path << ": write failed (" << std::strerror(failure) << "); hint: is the disk full?");
 }
 
 }  // namespace
@@ -115,7 +109,7 @@ SafetensorsStreamWriter::SafetensorsStreamWriter(const std::string& path, const 
 
   fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   SG_CHECK(fd_ >= 0, temp_path_ << ": cannot create (" << errno_text() << "); hint: is the directory writable?");
-  pwrite_all(fd_, temp_path_, head_.data(), head_.size(), 0);
+  write_at(fd_, temp_path_, head_.data(), head_.size(), 0);
 }
 
 SafetensorsStreamWriter::~SafetensorsStreamWriter() {
@@ -140,7 +134,7 @@ void SafetensorsStreamWriter::write(const std::string& name, uint64_t offset, co
     check_next(i, offset);
     appender_->append(data, size);
   } else {
-    pwrite_all(fd_, temp_path_, data, size, begin_[i] + offset);
+    write_at(fd_, temp_path_, data, size, begin_[i] + offset);
   }
   written_[i] += size;
 }

@@ -9,34 +9,14 @@
 #include <cstring>
 
 #include "util/error.h"
+#include "util/file.h"
 
 namespace sg::util {
 
-namespace {
-
-// Writes all bytes; returns 0 or the errno of the failure.
-int pwrite_all(int fd, const uint8_t* bytes, size_t size, uint64_t offset) {
-  while (size > 0) {
-    const ssize_t n = ::pwrite(fd, bytes, size, static_cast<off_t>(offset));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return n < 0 ? errno : EIO;
-    bytes += n;
-    size -= static_cast<size_t>(n);
-    offset += static_cast<uint64_t>(n);
-  }
-  return 0;
-}
-
-bool direct_io_disabled() {
-  const char* value = std::getenv("SG_NO_DIRECT_IO");
-  return value != nullptr && value[0] != '\0' && std::strcmp(value, "0") != 0;
-}
-
-}  // namespace
 
 AppendFile::AppendFile(int fd, const std::string& path) : fd_(fd), path_(path) {
 #ifdef O_DIRECT
-  if (!direct_io_disabled()) direct_fd_ = ::open(path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
+  if (!env_flag("SG_NO_DIRECT_IO")) direct_fd_ = ::open(path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
 #endif
   direct_ok_ = direct_fd_ >= 0;
   for (size_t i = 0; i < kBuffers; ++i) {

@@ -20,6 +20,14 @@ std::string join_path(const std::string& dir, const std::string& name);
 // fsync of a directory (after a rename into it); best effort where the file system refuses.
 void fsync_directory(const std::string& dir);
 
+// Writes all `size` bytes at `offset` (retrying short and interrupted writes). Returns 0, or the
+// errno of the failure (EIO for a write that wrote nothing): it throws nothing, for writer threads.
+int pwrite_all(int fd, const void* data, size_t size, uint64_t offset);
+
+// Whether environment variable `name` is set to something other than "" or "0" (switches such as
+// SG_NO_DIRECT_IO=1).
+bool env_flag(const char* name);
+
 // Writes a file atomically: bytes go to "<path>.tmp.<pid>", are fsynced, then renamed over
 // <path> and the directory is fsynced. If commit() is never called (an exception, a crash), the
 // destination is untouched and the temp file is removed by the destructor.

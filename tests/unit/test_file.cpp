@@ -50,11 +50,11 @@ TEST(AppendFile, PiecesOfAnySizeGiveTheBytesWithAndWithoutDirectIo) {
     for (size_t j = 0; j < size; ++j) expected.push_back(static_cast<char>(random() & 0xff));
   }
   for (const char* setting : {"0", "1"}) {
-    ::setenv("SG_NO_DIRECT_IO", setting, 1);
     const std::string path = sg::util::join_path(sg::test::temp_dir("sg-append"), "f.bin");
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     ASSERT_GE(fd, 0);
     {
+      sg::test::ScopedEnv direct_io("SG_NO_DIRECT_IO", setting);
       sg::util::AppendFile file(fd, path);
       size_t at = 0;
       for (size_t size : {size_t{1}, size_t{4095}, size_t{4097}, size_t{20} << 20}) {
@@ -73,7 +73,6 @@ TEST(AppendFile, PiecesOfAnySizeGiveTheBytesWithAndWithoutDirectIo) {
       file.finish();
     }
     ::close(fd);
-    ::unsetenv("SG_NO_DIRECT_IO");
     EXPECT_TRUE(sg::util::read_file(path) == expected) << "SG_NO_DIRECT_IO=" << setting;
   }
 }

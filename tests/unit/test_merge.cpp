@@ -367,13 +367,6 @@ TEST(Merge, TiesFindsTheExactTopKWhenTheSampleMisleads) {
   EXPECT_TRUE(torch::equal(merged, torch::where(keep, delta, torch::zeros({n}))));
 }
 
-// Sets SG_TIES_EXACT for one scope.
-class TiesExactSetting {
- public:
-  explicit TiesExactSetting(bool exact) { ::setenv("SG_TIES_EXACT", exact ? "1" : "0", 1); }
-  ~TiesExactSetting() { ::unsetenv("SG_TIES_EXACT"); }
-};
-
 TEST(Merge, TiesInOnePassGivesTheExactTopKMerge) {
   // Tensors large enough to be sampled (so ties merges them reading the inputs once), of different
   // sizes (the whole-tensor buffer grows and drains behind the next one), four inputs with their
@@ -429,7 +422,7 @@ TEST(Merge, TiesInOnePassGivesTheExactTopKMerge) {
   const StateDict in_memory = sg::compose::merge_to_state_dict(spec);
   sg::compose::MergeReport exact;
   {
-    TiesExactSetting setting(true);
+    sg::test::ScopedEnv setting("SG_TIES_EXACT", "1");
     exact = sg::compose::merge_to_checkpoint(spec, root + "/exact");
   }
   MergeSpec bf16_spec = spec;
@@ -464,7 +457,7 @@ TEST(Merge, TiesInOnePassFallsBackToTheExactPassesWhenTheSampleMisses) {
   // the bin found, then the merge again (the exact passes from the start: the first three only).
   EXPECT_EQ(report.extra_passes, 4);
   {
-    TiesExactSetting setting(true);
+    sg::test::ScopedEnv setting("SG_TIES_EXACT", "1");
     EXPECT_EQ(sg::compose::merge_to_checkpoint(spec, root + "/exact").extra_passes, 3);
   }
   EXPECT_EQ(sg::util::read_file(root + "/out/model.safetensors"), sg::util::read_file(root + "/exact/model.safetensors"));

@@ -89,12 +89,6 @@ TEST(SafetensorsStreamWriter, WholeTensorsInDataOrder) {
   for (const auto& item : tensors) EXPECT_TRUE(torch::equal(loaded[item.key()], item.value())) << item.key();
 }
 
-// Sets SG_NO_DIRECT_IO for one scope.
-class DirectIoSetting {
- public:
-  explicit DirectIoSetting(bool off) { ::setenv("SG_NO_DIRECT_IO", off ? "1" : "0", 1); }
-  ~DirectIoSetting() { ::unsetenv("SG_NO_DIRECT_IO"); }
-};
 
 // A float tensor over the 16 MB write buffer (and not a whole number of blocks), then the mixed ones.
 StateDict sequential_tensors() {
@@ -138,7 +132,7 @@ TEST(SafetensorsStreamWriter, SequentialStagesGiveSaveSafetensorsBytesWithAndWit
   const sg::io::Metadata metadata = {{"format", "pt"}, {"note", "sequential"}};
   const std::string expected = sg::io::serialize_safetensors(tensors, metadata);
   for (bool off : {false, true}) {
-    DirectIoSetting setting(off);
+    sg::test::ScopedEnv setting("SG_NO_DIRECT_IO", off ? "1" : "0");
     const std::string path = sg::test::temp_dir("sg-stream") + "/model.safetensors";
     SafetensorsStreamWriter writer(path, specs_of(tensors), metadata);
     write_sequentially(writer, tensors);
