@@ -18,6 +18,7 @@
 #include "io/hf_checkpoint.h"
 #include "model/causal_lm.h"
 #include "report/report.h"
+#include "skills/localize.h"
 #include "skills/skill.h"
 #include "train/finetune.h"
 #include "util/clock.h"
@@ -29,8 +30,10 @@ namespace sg::cli {
 
 namespace {
 
-// How one specialist is trained. SGD with momentum throughout (the default optimizer); the
-// cosine schedule spans `steps`, and training stops early once validation reaches the target.
+// How one specialist is trained. SGD with momentum throughout (the default optimizer). By default a
+// cosine schedule spans `steps` and training stops early once validation reaches the target; a
+// constant schedule runs every step at `lr` (no warmup, no decay, no early stop) and keeps the best
+// validation checkpoint.
 struct Recipe {
   const char* task;
   int64_t train_size;   // examples made (validation and test get a quarter each)
@@ -39,14 +42,21 @@ struct Recipe {
   int64_t batch_size;
   double lr;
   int64_t eval_every;
+  bool constant_lr = false;
 };
+
+// What every specialist must reach on its own task's test split (or beat the base by 0.15).
+constexpr double kTargetScore = 0.9;
 
 // Measured on this 2-core machine (docs/results.md): the elicited tasks and the memorised codes
 // need a few hundred steps; add, reverse and sort need thousands of examples and batches of 64
 // (add with batches of 32: validation 0.12 at step 1,250; with 64: 0.99). langid overfits its
 // 2,000 strings past ~800 steps (validation 0.58-0.69 while the training loss reaches 0.05).
+// opposite at a constant lr for 600 steps: its skill then grafts at 1% (recovery 0.88-0.94 over four
+// specialist seeds at 100 graft steps, 0.99-1.01 at 300) where the cosine recipe stopped at the
+// target gives 0.55-0.62 (docs/results.md, session 8): the decaying tail spreads the fit.
 const Recipe kRecipes[] = {
-    {"opposite", 400, 300, 300, 16, 0.1, 50},
+    {"opposite", 400, 600, 600, 16, 0.1, 50, true},
     {"sentiment", 400, 300, 300, 16, 0.1, 50},
     {"add", 6000, 1500, 1500, 64, 0.1, 250},
     {"reverse", 4000, 2000, 0, 64, 0.1, 250},
@@ -81,7 +91,7 @@ void print_matrix(const std::vector<data::LoadedTask>& tasks, const std::vector<
   }
 }
 
-// The full fine-tune of one recipe: SGD with momentum, 5% warmup, cosine to 10%.
+// The full fine-tune of one recipe: SGD with momentum, 5% warmup, cosine to 10% (or a constant lr).
 train::FinetuneOptions specialist_options(const Recipe& recipe, const std::string& base_dir, const std::string& out,
                                           bool quick, int64_t seed) {
   train::FinetuneOptions options;
@@ -93,8 +103,9 @@ train::FinetuneOptions specialist_options(const Recipe& recipe, const std::strin
   options.train.batch_size = recipe.batch_size;
   options.train.eval_every = recipe.eval_every;
   options.train.checkpoint_every = 0;
-  options.train.warmup_steps = options.train.steps / 20;
-  options.train.min_lr_ratio = 0.1;
+  options.train.warmup_steps = recipe.constant_lr ? 0 : options.train.steps / 20;
+  options.train.min_lr_ratio = recipe.constant_lr ? 1.0 : 0.1;
+  options.train.target_score = recipe.constant_lr ? 1.01 : kTargetScore;
   options.train.seed = static_cast<uint64_t>(seed);
   return options;
 }
@@ -333,7 +344,7 @@ nlohmann::json removal_study(const std::string& base_dir, const std::string& out
 int run_demo(const std::vector<std::string>& args) {
   std::string out_dir = "out/demo", data_dir;
   bool quick = false;
-  int64_t seed = 0, localize_steps = 100;
+  int64_t seed = 0, localize_steps = -1;
   bool specialists_only = false;
   CommonOptions common;
   FlagSet flags("demo", "skillgraft demo [--quick] [--out DIR] [options]",
@@ -346,12 +357,15 @@ int run_demo(const std::vector<std::string>& args) {
   flags.add_string("data", &data_dir, "the repository's data/ directory (found automatically)");
   flags.add_int("seed", &seed, "seed of the tasks and of training");
   flags.add_bool("specialists-only", &specialists_only, "stop after the specialists (no localization, overlap, removal)");
-  flags.add_int("localize-steps", &localize_steps, "graft optimisation steps per localization");
+  flags.add_int("localize-steps", &localize_steps,
+                "graft optimisation steps per localization; -1: localize's default (300), 100 with --quick");
   flags.add_common(&common.threads, &common.json_path, &common.quiet);
   if (!flags.parse(args)) return 0;
   apply_common(common);
   SG_CHECK(seed >= 0, "--seed must be >= 0, got " << seed);
-  SG_CHECK(localize_steps >= 0, "--localize-steps must be >= 0, got " << localize_steps);
+  SG_CHECK(localize_steps >= -1, "--localize-steps must be >= 0 (or -1: the default), got " << localize_steps);
+  // The quick demo keeps 100 steps: its seven localizations at 300 would add ~6 min to the test suite.
+  if (localize_steps < 0) localize_steps = quick ? 100 : skills::LocalizeOptions().steps;
   if (data_dir.empty()) data_dir = default_data_dir();
   const auto start = std::chrono::steady_clock::now();
 
@@ -404,7 +418,7 @@ int run_demo(const std::vector<std::string>& args) {
     model::LoadedModel specialist = model::load_model_dir(options.out_dir);
     matrix.push_back(score_all(*specialist.model, *specialist.tokenizer));
     const double own = matrix.back()[i];
-    const bool pass = own >= options.train.target_score || own >= base_scores[i] + 0.15;
+    const bool pass = own >= kTargetScore || own >= base_scores[i] + 0.15;
     all_pass = all_pass && pass;
     task_entries.push_back({{"name", tasks[i].name},
                             {"kind", tasks[i].kind},
@@ -412,7 +426,7 @@ int run_demo(const std::vector<std::string>& args) {
                             {"base", base_scores[i]},
                             {"finetuned", own},
                             {"gain", own - base_scores[i]},
-                            {"target_score", options.train.target_score},
+                            {"target_score", kTargetScore},
                             {"pass", pass},
                             {"steps", trained.train.steps},
                             {"stop_reason", trained.train.stop_reason},

@@ -40,7 +40,7 @@ std::vector<double> parse_fractions(const std::string& text) {
 int run_localize(const std::vector<std::string>& args) {
   std::string base_dir, finetuned_dir, task_spec, out_path, method_name = "graft", exclude, sweep;
   double fraction = 0.01;
-  int64_t steps = 100, batch_size = 128, eval_every = 10, seeds = 1, seed = 0;
+  int64_t steps = skills::LocalizeOptions().steps, batch_size = 128, eval_every = 10, seeds = 1, seed = 0;
   TaskFlags task_flags;
   int64_t eval_examples = 100;
   double lr = 0;

@@ -34,7 +34,9 @@ struct LocalizeOptions {
   LocalizeMethod method = LocalizeMethod::kGraft;
   double fraction = 0.01;   // of the candidate parameters, in (0, 1]
   std::string exclude;      // regex: parameters left out of the candidates (default: none)
-  int64_t steps = 100;      // graft / graft-sigmoid optimisation steps
+  // 300 steps: on opposite's and sentiment's specialists at 1% (docs/results.md, session 8), 100
+  // steps recover 0.88-0.94 / 0.25-1.24 of the gain, 300 steps 0.99-1.01 / 1.0-1.39 (3x the time).
+  int64_t steps = 300;      // graft / graft-sigmoid optimisation steps
   ScoreOptimizer score_optimizer = ScoreOptimizer::kNormalizedSgd;
   // nsgd defaults measured on the quick demo's specialists at 1%, 100 steps (docs/results.md): with
   // momentum 0.9, lr 0.1 and the cosine decay, opposite 0.27 -> 0.55, country_code 0.20 -> 0.39
