@@ -53,8 +53,9 @@ constexpr double kTargetScore = 0.9;
 // (add with batches of 32: validation 0.12 at step 1,250; with 64: 0.99). langid overfits its
 // 2,000 strings past ~800 steps (validation 0.58-0.69 while the training loss reaches 0.05).
 // opposite at a constant lr for 600 steps: its skill then grafts at 1% (recovery 0.88-0.94 over four
-// specialist seeds at 100 graft steps, 0.99-1.01 at 300) where the cosine recipe stopped at the
-// target gives 0.55-0.62 (docs/results.md, session 8): the decaying tail spreads the fit.
+// specialist seeds at 100 graft steps; 0.99 and 1.01 at 300 on seed 0's, two graft seeds) where
+// the cosine recipe stopped at the target gives 0.55-0.62 (docs/results.md, session 8): the
+// decaying tail spreads the fit.
 const Recipe kRecipes[] = {
     {"opposite", 400, 600, 600, 16, 0.1, 50, true},
     {"sentiment", 400, 300, 300, 16, 0.1, 50},

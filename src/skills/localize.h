@@ -34,8 +34,8 @@ struct LocalizeOptions {
   LocalizeMethod method = LocalizeMethod::kGraft;
   double fraction = 0.01;   // of the candidate parameters, in (0, 1]
   std::string exclude;      // regex: parameters left out of the candidates (default: none)
-  // 300 steps: on opposite's and sentiment's specialists at 1% (docs/results.md, session 8), 100
-  // steps recover 0.88-0.94 / 0.25-1.24 of the gain, 300 steps 0.99-1.01 / 1.0-1.39 (3x the time).
+  // 300 steps: on the demo's opposite and sentiment specialists at 1% (docs/results.md, session 8),
+  // 100 steps recover 0.88-0.90 / 0.25-1.24 of the gain, 300 steps 0.99-1.01 / 1.00-1.39 (3x the time).
   int64_t steps = 300;      // graft / graft-sigmoid optimisation steps
   ScoreOptimizer score_optimizer = ScoreOptimizer::kNormalizedSgd;
   // nsgd defaults measured on the quick demo's specialists at 1%, 100 steps (docs/results.md): with
