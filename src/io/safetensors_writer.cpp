@@ -42,12 +42,6 @@ std::string u64_le_bytes(uint64_t value) {
   return bytes;
 }
 
-// util::pwrite_all, throwing a failure as one line naming the file.
-void write_at(int fd, const std::string& path, const void* data, size_t size, uint64_t offset) {
-  const int failure = util::pwrite_all(fd, data, size, offset);
-  SG_CHECK(failure == 0, path << ": write failed (" << std::strerror(failure) << "); hint: is the disk full?");
-}
-
 }  // namespace
 
 SafetensorsStreamWriter::SafetensorsStreamWriter(const std::string& path, const std::vector<TensorSpec>& tensors,
@@ -109,7 +103,7 @@ SafetensorsStreamWriter::SafetensorsStreamWriter(const std::string& path, const 
 
   fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   SG_CHECK(fd_ >= 0, temp_path_ << ": cannot create (" << errno_text() << "); hint: is the directory writable?");
-  write_at(fd_, temp_path_, head_.data(), head_.size(), 0);
+  util::write_at(fd_, temp_path_, head_.data(), head_.size(), 0);
 }
 
 SafetensorsStreamWriter::~SafetensorsStreamWriter() {
@@ -134,7 +128,7 @@ void SafetensorsStreamWriter::write(const std::string& name, uint64_t offset, co
     check_next(i, offset);
     appender_->append(data, size);
   } else {
-    write_at(fd_, temp_path_, data, size, begin_[i] + offset);
+    util::write_at(fd_, temp_path_, data, size, begin_[i] + offset);
   }
   written_[i] += size;
 }

@@ -33,16 +33,6 @@ bool is_hex(const std::string& text) {
   return !text.empty();
 }
 
-void write_all(int fd, const char* data, size_t size, const std::string& path) {
-  while (size > 0) {
-    ssize_t n = ::write(fd, data, size);
-    if (n < 0 && errno == EINTR) continue;
-    SG_CHECK(n > 0, path << ": write failed (" << errno_text() << "); hint: is the disk full?");
-    data += n;
-    size -= static_cast<size_t>(n);
-  }
-}
-
 bool same_inode(int fd, const std::string& path) {
   struct stat by_fd {}, by_path {};
   if (::fstat(fd, &by_fd) != 0 || ::stat(path.c_str(), &by_path) != 0) return false;
@@ -135,7 +125,12 @@ std::unique_ptr<StagedBlob> BlobStore::stage(const std::string& source) const {
 
   const int out = staged->fd_.get();
   const std::string& temp_path = staged->temp_path_;
-  staged->id_ = hash_stream(in.get(), source, [&](const char* data, size_t size) { write_all(out, data, size, temp_path); },
+  uint64_t written = 0;
+  staged->id_ = hash_stream(in.get(), source,
+                            [&](const char* data, size_t size) {
+                              util::write_at(out, temp_path, data, size, written);
+                              written += size;
+                            },
                             &staged->bytes_);
   // Read-only: a blob is never modified in place, only replaced whole by the same bytes.
   SG_CHECK(::fchmod(out, 0444) == 0, temp_path << ": chmod failed (" << errno_text() << ")");

@@ -13,7 +13,6 @@
 
 namespace sg::util {
 
-
 AppendFile::AppendFile(int fd, const std::string& path) : fd_(fd), path_(path) {
 #ifdef O_DIRECT
   if (!env_flag("SG_NO_DIRECT_IO")) direct_fd_ = ::open(path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);

@@ -73,6 +73,11 @@ int pwrite_all(int fd, const void* data, size_t size, uint64_t offset) {
   return 0;
 }
 
+void write_at(int fd, const std::string& path, const void* data, size_t size, uint64_t offset) {
+  const int failure = pwrite_all(fd, data, size, offset);
+  SG_CHECK(failure == 0, path << ": write failed (" << std::strerror(failure) << "); hint: is the disk full?");
+}
+
 bool env_flag(const char* name) {
   const char* value = std::getenv(name);
   return value != nullptr && value[0] != '\0' && std::strcmp(value, "0") != 0;
@@ -96,15 +101,8 @@ AtomicFileWriter::~AtomicFileWriter() {
 
 void AtomicFileWriter::write(const void* data, size_t size) {
   SG_CHECK(fd_ >= 0 && !committed_, path_ << ": write after commit");
-  const char* bytes = static_cast<const char*>(data);
-  while (size > 0) {
-    ssize_t n = ::write(fd_, bytes, size);
-    if (n < 0 && errno == EINTR) continue;
-    SG_CHECK(n > 0, temp_path_ << ": write failed (" << errno_text() << "); hint: is the disk full?");
-    bytes += n;
-    size -= static_cast<size_t>(n);
-    bytes_written_ += static_cast<uint64_t>(n);
-  }
+  write_at(fd_, temp_path_, data, size, bytes_written_);
+  bytes_written_ += size;
 }
 
 void AtomicFileWriter::commit() {

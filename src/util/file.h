@@ -24,6 +24,9 @@ void fsync_directory(const std::string& dir);
 // errno of the failure (EIO for a write that wrote nothing): it throws nothing, for writer threads.
 int pwrite_all(int fd, const void* data, size_t size, uint64_t offset);
 
+// pwrite_all that throws a failure as one line naming `path` (with a hint).
+void write_at(int fd, const std::string& path, const void* data, size_t size, uint64_t offset);
+
 // Whether environment variable `name` is set to something other than "" or "0" (switches such as
 // SG_NO_DIRECT_IO=1).
 bool env_flag(const char* name);

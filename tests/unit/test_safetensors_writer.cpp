@@ -89,7 +89,6 @@ TEST(SafetensorsStreamWriter, WholeTensorsInDataOrder) {
   for (const auto& item : tensors) EXPECT_TRUE(torch::equal(loaded[item.key()], item.value())) << item.key();
 }
 
-
 // A float tensor over the 16 MB write buffer (and not a whole number of blocks), then the mixed ones.
 StateDict sequential_tensors() {
   StateDict tensors = mixed_tensors();
