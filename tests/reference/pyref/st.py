@@ -5,6 +5,7 @@ File layout: u64 little-endian N, then N bytes of UTF-8 JSON header
 then the data section; offsets are relative to the start of the data section.
 """
 import json
+import os
 import struct
 
 import numpy as np
@@ -82,8 +83,14 @@ def save_file(tensors, path, metadata=None):
         off += len(b)
     hb = json.dumps(header, separators=(",", ":")).encode("utf-8")
     hb += b" " * ((-len(hb)) % 8)
-    with open(path, "wb") as f:
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)  # a fixture may run before any other has made the directory
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(hb)))
         f.write(hb)
         for b in blobs:
             f.write(b)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
