@@ -104,6 +104,17 @@ std::string converted_stories260k() {
   return dir;
 }
 
+std::string opposite_finetune() {
+  static std::string dir;
+  if (dir.empty()) {
+    dir = temp_dir("sg-opposite") + "/ft";
+    CommandResult r = run_command(sg_command("finetune --quiet --threads 1 --base " + shell_quote(converted_stories260k()) +
+                                             " --task opposite --steps 40 --eval-every 0 --out " + shell_quote(dir)));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+  }
+  return dir;
+}
+
 nlohmann::json read_json(const std::string& path) {
   std::ifstream in(path);
   if (!in.good()) {

@@ -53,5 +53,7 @@ void expect_one_line_error(const std::string& args, const std::vector<std::strin
 nlohmann::json read_json(const std::string& path);
 // stories260K converted into an HF model directory, once per test process.
 std::string converted_stories260k();
+// stories260K fine-tuned on opposite for 40 steps (SGD), once per test process.
+std::string opposite_finetune();
 
 }  // namespace sg::test

@@ -11,6 +11,7 @@
 #include "cli/demo_compose.h"
 #include "cli/demo_skills.h"
 #include "cli/localize_runs.h"
+#include "cli/removal_runs.h"
 #include "cli/flags.h"
 #include "cli/train_flags.h"
 #include "data/task_source.h"
@@ -244,7 +245,8 @@ nlohmann::json optimizer_contrast(const std::string& base_dir, const std::string
 }
 
 // One model fine-tuned on all the tasks at once; each task localized in it against the base; then,
-// task by task, that task's parameters reset to the base and every task scored again.
+// task by task, that task's parameters reset to the base and every task scored again ("rows").
+// Then the same with a learned removal mask of the same size per task ("learned_rows").
 nlohmann::json removal_study(const std::string& base_dir, const std::string& out_dir,
                              const std::vector<data::LoadedTask>& all_tasks, const SkillStudyOptions& study,
                              int64_t seed, bool quick) {
@@ -285,14 +287,8 @@ nlohmann::json removal_study(const std::string& base_dir, const std::string& out
   io::StateDict weights = model::model_state_dict(*multitask.model);
   io::StateDict multitask_weights;
   for (const auto& item : weights) multitask_weights.insert(item.key(), item.value().detach().clone());
-  auto score_all = [&]() {
-    nlohmann::json scores = nlohmann::json::object();
-    for (const data::LoadedTask& task : tasks) {
-      scores[task.name] = eval::evaluate(*multitask.model, *multitask.tokenizer, task.splits.test, eval::EvalOptions()).score;
-    }
-    return scores;
-  };
-  const nlohmann::json before = score_all();
+  auto score_all = [&](model::CausalLM& scored) { return test_scores(scored, *multitask.tokenizer, tasks); };
+  const nlohmann::json before = score_all(*multitask.model);
   SkillStudyOptions one = study;
   one.seeds = 1;
   one.sweep.clear();
@@ -308,36 +304,58 @@ nlohmann::json removal_study(const std::string& base_dir, const std::string& out
     nlohmann::json run = session.run(run_options, &skill);
     localized[task.name] = {{"graft", run["graft"]}, {"recovery", run["recovery"]}, {"loss_recovery", run["loss_recovery"]}};
     reset_to_base(weights, base_weights, skill);
-    const nlohmann::json after = score_all();
-    double others = 0;
-    for (const data::LoadedTask& other : tasks) {
-      if (other.name != task.name) others += before[other.name].get<double>() - after[other.name].get<double>();
-    }
-    rows.push_back({{"removed", task.name},
-                    {"scores", after},
-                    {"target_drop", before[task.name].get<double>() - after[task.name].get<double>()},
-                    {"others_mean_drop", tasks.size() > 1 ? others / static_cast<double>(tasks.size() - 1) : 0.0}});
+    nlohmann::json row = removal_row(before, score_all(*multitask.model), task.name);
+    row["method"] = "graft";
+    rows.push_back(row);
     torch::NoGradGuard no_grad;
     for (const auto& item : multitask_weights) weights[item.key()].copy_(item.value());
   }
-  std::printf("\nremoval from the multi-task model (%.2g%% of the parameters reset to the base per task)\n%-14s %7s",
+  // Learned removal (skills/removal.h): the mask is trained to make the task answer like the base
+  // and the others like the multi-task model.
+  model::LoadedModel work = model::load_model_dir(options.out_dir);
+  skills::RemovalOptions removal_options;
+  removal_options.localize.fraction = study.fraction;
+  removal_options.localize.steps = study.steps;
+  removal_options.localize.batch_size = 64;
+  removal_options.localize.eval_every = 20;
+  removal_options.localize.seed = static_cast<uint64_t>(seed);
+  nlohmann::json learned_rows = nlohmann::json::array();
+  for (const data::LoadedTask& task : tasks) {
+    util::log_info("removal: learning to remove " + task.name);
+    std::vector<data::LoadedTask> keep;
+    for (const data::LoadedTask& other : tasks) {
+      if (other.name != task.name) keep.push_back(other);
+    }
+    const skills::LocalizeResult learned =
+        learn_task_removal(base, multitask, *work.model, task, keep, removal_options, /*eval_examples=*/50);
+    nlohmann::json row = removal_row(before, score_all(*work.model), task.name);
+    row["method"] = "learned";
+    row["best_step"] = learned.best_step;
+    row["seconds"] = learned.seconds;
+    learned_rows.push_back(row);
+  }
+  std::printf("\nremoval from the multi-task model (%.2g%% of the parameters reset to the base per task)\n%-18s %7s",
               study.fraction * 100, "removed", "drop");
   for (const data::LoadedTask& task : tasks) std::printf(" %12s", task.name.c_str());
-  std::printf("\n%-14s %7s", "(none)", "");
+  std::printf("\n%-18s %7s", "(none)", "");
   for (const data::LoadedTask& task : tasks) std::printf(" %12.3f", before[task.name].get<double>());
   std::printf("\n");
-  for (const nlohmann::json& row : rows) {
-    std::printf("%-14s %7.3f", row["removed"].get<std::string>().c_str(), row["target_drop"].get<double>());
-    for (const data::LoadedTask& task : tasks) {
-      std::printf(" %11.3f%s", row["scores"][task.name].get<double>(), row["removed"] == task.name ? "*" : " ");
+  for (const nlohmann::json* group : {&rows, &learned_rows}) {
+    for (const nlohmann::json& row : *group) {
+      std::printf("%-18s %7.3f", (row["removed"].get<std::string>() + (group == &rows ? "" : " (L)")).c_str(),
+                  row["target_drop"].get<double>());
+      for (const data::LoadedTask& task : tasks) {
+        std::printf(" %11.3f%s", row["scores"][task.name].get<double>(), row["removed"] == task.name ? "*" : " ");
+      }
+      std::printf("  (others' mean drop %.3f)\n", row["others_mean_drop"].get<double>());
     }
-    std::printf("  (others' mean drop %.3f)\n", row["others_mean_drop"].get<double>());
   }
+  std::printf("rows: the task's own graft mask reset; (L): a learned removal mask of the same size\n");
   std::fflush(stdout);
   std::vector<std::string> names;
   for (const data::LoadedTask& task : tasks) names.push_back(task.name);
   return {{"model", options.out_dir}, {"fraction", study.fraction}, {"tasks", names},
-          {"scores", before}, {"localized", localized}, {"rows", rows}};
+          {"scores", before}, {"localized", localized}, {"rows", rows}, {"learned_rows", learned_rows}};
 }
 
 }  // namespace

@@ -20,6 +20,7 @@ int run_finetune(const std::vector<std::string>& args);
 int run_generate(const std::vector<std::string>& args);
 int run_graft(const std::vector<std::string>& args);
 int run_localize(const std::vector<std::string>& args);
+int run_remove(const std::vector<std::string>& args);
 int run_merge(const std::vector<std::string>& args);
 int run_neurons(const std::vector<std::string>& args);
 int run_pretrain(const std::vector<std::string>& args);

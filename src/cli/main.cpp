@@ -30,6 +30,7 @@ const Verb kVerbs[] = {
     {"inspect", sg::cli::run_inspect, "list the tensors and metadata of a safetensors file or model"},
     {"library", sg::cli::run_library, "keep skills in a library: init, add, list, show, rm, verify, export, import"},
     {"localize", sg::cli::run_localize, "find the few parameters that carry a fine-tuned skill; write the skill file"},
+    {"remove", sg::cli::run_remove, "take one skill out of a multi-skill model, keeping the others"},
     {"merge", sg::cli::run_merge, "merge checkpoints and skills of one base into one model (ties, dare, task arithmetic...)"},
     {"neurons", sg::cli::run_neurons, "per task, the FFN neurons that stand out, their overlap, and ablating them"},
     {"pretrain", sg::cli::run_pretrain, "train a base model of your own from text files"},

@@ -239,8 +239,10 @@ std::string section_neurons(const nlohmann::json& results) {
 std::string section_removal(const nlohmann::json& results) {
   const nlohmann::json* removal = member(results, "removal");
   std::string body =
-      "<p class=\"lead\">One model fine-tuned on all tasks; removing one task's localized parameters (restoring their "
-      "base values) should remove that skill and leave the others.</p>";
+      "<p class=\"lead\">One model fine-tuned on all tasks; removing one task's parameters (restoring their base "
+      "values) should remove that skill and leave the others. <em>graft mask</em>: the task's own graft, localized in "
+      "the multi-task model against the base; <em>learned</em>: a removal mask of the same size trained to make the "
+      "task answer like the base and the others like the multi-task model.</p>";
   if (removal == nullptr) return section("removal", "Removal", body + not_run("no removal experiment (\"removal\") in results.json"));
   std::vector<std::string> tasks = strings_at(*removal, "tasks");
   const nlohmann::json* scores = member(*removal, "scores");
@@ -251,22 +253,30 @@ std::string section_removal(const nlohmann::json& results) {
   if (tasks.empty() || removal_rows == nullptr || !removal_rows->is_array()) {
     return section("removal", "Removal", body + not_run("the removal section has no tasks or rows"));
   }
-  std::vector<std::string> header = {"removed"};
+  std::vector<std::string> header = {"removed", "mask"};
   header.insert(header.end(), tasks.begin(), tasks.end());
   header.push_back("target drop");
   header.push_back("others' mean drop");
   std::vector<std::vector<Cell>> rows;
   if (scores != nullptr) {
-    std::vector<Cell> row = {text_cell("nothing (multi-task model)")};
+    std::vector<Cell> row = {text_cell("nothing (multi-task model)"), text_cell(kMissing)};
     for (const std::string& task : tasks) row.push_back(number_cell(number_at(*scores, task), 3));
     row.push_back(text_cell(kMissing, "num"));
     row.push_back(text_cell(kMissing, "num"));
     rows.push_back(row);
   }
-  for (const nlohmann::json& item : *removal_rows) {
+  std::vector<const nlohmann::json*> items;
+  for (const nlohmann::json& item : *removal_rows) items.push_back(&item);
+  const nlohmann::json* learned_rows = member(*removal, "learned_rows");
+  if (learned_rows != nullptr && learned_rows->is_array()) {
+    for (const nlohmann::json& item : *learned_rows) items.push_back(&item);
+  }
+  for (const nlohmann::json* entry : items) {
+    const nlohmann::json& item = *entry;
     const std::string removed = string_at(item, "removed", "?");
     const nlohmann::json* row_scores = member(item, "scores");
-    std::vector<Cell> row = {text_cell(removed)};
+    const std::string method = string_at(item, "method", "graft");
+    std::vector<Cell> row = {text_cell(removed), text_cell(method == "graft" ? "graft mask" : method)};
     for (const std::string& task : tasks) {
       row.push_back(number_cell(row_scores != nullptr ? number_at(*row_scores, task) : std::nullopt, 3,
                                 task == removed ? "num diag" : "num"));

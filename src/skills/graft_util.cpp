@@ -86,15 +86,17 @@ torch::Tensor top_k_indices(const torch::Tensor& values, int64_t k) {
   return indices;
 }
 
+void zero_gradients(io::StateDict& weights, const FlatLayout& layout) {
+  for (const std::string& name : layout.names) {
+    torch::Tensor grad = weights[name].mutable_grad();
+    if (grad.defined()) grad.zero_();
+  }
+}
+
 double loss_and_gradients(model::CausalLM& work, io::StateDict& weights, const FlatLayout& layout,
                           const std::vector<data::EncodedSequence>& examples, int64_t batch_size, int64_t step,
                           train::EpochOrder& order, bool accumulate, double scale, model::CausalLM* teacher) {
-  if (!accumulate) {
-    for (const std::string& name : layout.names) {
-      torch::Tensor grad = weights[name].mutable_grad();
-      if (grad.defined()) grad.zero_();
-    }
-  }
+  if (!accumulate) zero_gradients(weights, layout);
   std::vector<const data::EncodedSequence*> sequences;
   const int64_t size = std::min<int64_t>(batch_size, static_cast<int64_t>(examples.size()));
   for (int64_t i = 0; i < size; ++i) {

@@ -53,6 +53,9 @@ void gradient_times_delta(at::Tensor& flat, const io::StateDict& weights, const 
 // Sorted a minus sorted b (int64 index lists).
 at::Tensor sorted_difference(const at::Tensor& a, const at::Tensor& b);
 
+// Zeroes the .grad of layout's tensors in `weights` (those that have one).
+void zero_gradients(io::StateDict& weights, const FlatLayout& layout);
+
 // Mean completion loss of the batch of `batch_size` examples at position step * batch_size of
 // `order`, times `scale`; adds scale * ∂L/∂θ to the .grad of layout's tensors in `weights` (the
 // work model's), zeroed first unless `accumulate`. Returns the unscaled mean loss. The loss is the

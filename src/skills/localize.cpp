@@ -204,7 +204,13 @@ double GraftOptimizer::step() {
   } else {
     write(mask());
   }
-  const double loss = loss_and_gradients(s.work, s.weights, s.layout, s.examples, s.options.batch_size, s.step, s.order);
+  double loss;
+  if (s.options.loss) {
+    zero_gradients(s.weights, s.layout);
+    loss = s.options.loss(s.work, s.step);
+  } else {
+    loss = loss_and_gradients(s.work, s.weights, s.layout, s.examples, s.options.batch_size, s.step, s.order);
+  }
   ++s.step;
   torch::Tensor& grad = s.scratch;
   gradient_times_delta(grad, s.weights, s.layout, s.base, s.finetuned);

@@ -48,6 +48,10 @@ struct LocalizeOptions {
   int64_t eval_every = 10;  // validation of the current mask; the best is kept
   double sigmoid_bias = 10; // graft-sigmoid: γ = γ0 + (1 − 2γ0) σ(S − b)
   uint64_t seed = 0;
+  // Graft methods: the loss a step minimises in place of the completion cross-entropy of the
+  // training examples. Called with work holding θ(γ) and the step's number; adds its gradient to
+  // the .grad of work's parameters (zeroed before the call) and returns the loss. See removal.h.
+  std::function<double(model::CausalLM& work, int64_t step)> loss;
 };
 
 // The mask as a validation score sees it: the model holds θ(γ) when this is called.

@@ -148,10 +148,19 @@ TEST(DemoQuick, EverySpecialistBeatsTheBaseOnItsOwnTask) {
   const auto& removal = results.at("removal");
   const auto& before = removal.at("scores");
   ASSERT_EQ(removal.at("rows").size(), removal.at("tasks").size());
-  for (const auto& row : removal.at("rows")) {
-    const std::string removed = row.at("removed");
-    EXPECT_NEAR(row.at("target_drop").get<double>(),
-                before.at(removed).get<double>() - row.at("scores").at(removed).get<double>(), 1e-12);
+  ASSERT_EQ(removal.at("learned_rows").size(), removal.at("tasks").size());
+  for (const char* group : {"rows", "learned_rows"}) {
+    for (const auto& row : removal.at(group)) {
+      const std::string removed = row.at("removed");
+      EXPECT_NEAR(row.at("target_drop").get<double>(),
+                  before.at(removed).get<double>() - row.at("scores").at(removed).get<double>(), 1e-12);
+      double others = 0;
+      for (const auto& task : removal.at("tasks")) {
+        if (task != removed) others += before.at(task).get<double>() - row.at("scores").at(task).get<double>();
+      }
+      EXPECT_NEAR(row.at("others_mean_drop").get<double>(), others / static_cast<double>(removal.at("tasks").size() - 1),
+                  1e-12);
+    }
   }
 
   // Neurons of the multi-task model: every task has a set, and each set's IoU with itself is 1.

@@ -22,16 +22,13 @@ struct Fixture {
   std::string dir, base, finetuned;
 };
 
-// stories260K fine-tuned on opposite for a few steps (once per process).
+// stories260K and its short opposite fine-tune (once per process).
 const Fixture& fixture() {
   static Fixture f;
   if (f.dir.empty()) {
     f.dir = sg::test::temp_dir("sg-localize");
     f.base = sg::test::converted_stories260k();
-    f.finetuned = f.dir + "/ft";
-    auto r = run_command(sg_command("finetune --quiet --threads 1 --base " + shell_quote(f.base) +
-                                    " --task opposite --steps 40 --eval-every 0 --out " + shell_quote(f.finetuned)));
-    EXPECT_EQ(r.exit_code, 0) << r.output;
+    f.finetuned = sg::test::opposite_finetune();
   }
   return f;
 }

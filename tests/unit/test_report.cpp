@@ -126,7 +126,10 @@ json full_results(const std::string& second_name = "currency") {
                         {"rows", {{{"removed", names[0]}, {"scores", {{names[0], 0.05}, {names[1], 0.86}}},
                                    {"target_drop", 0.86}, {"others_mean_drop", 0.02}},
                                   {{"removed", names[1]}, {"scores", {{names[0], 0.9}, {names[1], 0.125}}},
-                                   {"target_drop", 0.755}, {"others_mean_drop", 0.01}}}}};
+                                   {"target_drop", 0.755}, {"others_mean_drop", 0.01}}}},
+                        {"learned_rows", {{{"removed", names[0]}, {"method", "learned"},
+                                           {"scores", {{names[0], 0.07}, {names[1], 0.87}}},
+                                           {"target_drop", 0.84}, {"others_mean_drop", 0.01}}}}};
   results["library"] = {{"dir", "out/library"}, {"entries", 2}, {"verified", 2}, {"ok", true}};
   results["merge_specialists"] = {{names[0], 0.8}, {names[1], 0.5}};
   results["merge_max_examples"] = 200;
@@ -189,6 +192,10 @@ TEST(ReportRender, NumbersAppearInTheirFormats) {
   EXPECT_NE(removal.find("class=\"num diag\">0.050<"), std::string::npos);
   EXPECT_NE(removal.find("class=\"num diag\">0.125<"), std::string::npos);
   EXPECT_EQ(removal.find("class=\"num diag\">0.860<"), std::string::npos);
+  // The learned removal's row follows, marked as such.
+  EXPECT_NE(removal.find("class=\"num diag\">0.070<"), std::string::npos);
+  EXPECT_NE(removal.find(">learned</td>"), std::string::npos);
+  EXPECT_LT(removal.find("class=\"num diag\">0.125<"), removal.find(">learned</td>"));
   // The missing graft ECE reads as a dash, not as 0.
   const std::string localization = section_of(page, "localization");
   EXPECT_NE(localization.find(">0.100<"), std::string::npos);
