@@ -7,4 +7,9 @@ namespace sg::util {
 // Returns the count in effect.
 int set_threads(int requested);
 
+// How many distinct threads one at::parallel_for of ours over `items` items (grain 1) ran on:
+// at most min(items, at::get_num_threads()). 1 with several threads set means this code was built
+// without OpenMP, so at::parallel_for (an inline template) runs serially.
+int parallel_for_threads(int items);
+
 }  // namespace sg::util
