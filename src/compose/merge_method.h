@@ -24,7 +24,7 @@ constexpr int64_t kChunkElements = 4096;  // a chunk's buffers stay in L2
 // The elementwise kernels are compiled twice, for x86-64-v3 (AVX2) and the baseline, and the CPU
 // picks at load time. sg_compose builds with -ffp-contract=off, so both give the same bits.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define SG_MERGE_KERNEL __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define SG_MERGE_KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define SG_MERGE_KERNEL
 #endif
