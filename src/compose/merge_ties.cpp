@@ -661,8 +661,9 @@ typedef float Floats __attribute__((vector_size(8 * sizeof(float))));
 // The block's sums stay in registers: each delta is read twice from L1 and no double array is
 // written.
 template <bool kNormalize>
-__attribute__((always_inline)) inline void consensus_block(float* __restrict out, const float* __restrict base, const float* const* x,
-                            const double* w, int inputs, int64_t at, double lambda) {
+__attribute__((always_inline)) inline void consensus_block(float* __restrict out, const float* __restrict base,
+                                                           const float* const* x, const double* w, int inputs,
+                                                           int64_t at, double lambda) {
   const Doubles zero = {0, 0, 0, 0, 0, 0, 0, 0};
   const Doubles one = zero + 1.0;
   Doubles elected = zero;
