@@ -115,6 +115,10 @@ std::string opposite_finetune() {
   return dir;
 }
 
+OppositeFixture opposite_fixture(const std::string& prefix) {
+  return OppositeFixture{temp_dir(prefix), converted_stories260k(), opposite_finetune()};
+}
+
 nlohmann::json read_json(const std::string& path) {
   std::ifstream in(path);
   if (!in.good()) {

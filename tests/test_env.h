@@ -55,5 +55,10 @@ nlohmann::json read_json(const std::string& path);
 std::string converted_stories260k();
 // stories260K fine-tuned on opposite for 40 steps (SGD), once per test process.
 std::string opposite_finetune();
+// A fresh temp directory (named from `prefix`) for a test's outputs, with the base and fine-tune above.
+struct OppositeFixture {
+  std::string dir, base, finetuned;
+};
+OppositeFixture opposite_fixture(const std::string& prefix);
 
 }  // namespace sg::test

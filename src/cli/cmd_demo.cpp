@@ -342,7 +342,7 @@ nlohmann::json removal_study(const std::string& base_dir, const std::string& out
   std::printf("\n");
   for (const nlohmann::json* group : {&rows, &learned_rows}) {
     for (const nlohmann::json& row : *group) {
-      std::printf("%-18s %7.3f", (row["removed"].get<std::string>() + (group == &rows ? "" : " (L)")).c_str(),
+      std::printf("%-18s %7.3f", (row["removed"].get<std::string>() + (row["method"] == "learned" ? " (L)" : "")).c_str(),
                   row["target_drop"].get<double>());
       for (const data::LoadedTask& task : tasks) {
         std::printf(" %11.3f%s", row["scores"][task.name].get<double>(), row["removed"] == task.name ? "*" : " ");

@@ -18,23 +18,14 @@ using sg::test::run_command;
 using sg::test::sg_command;
 using sg::test::shell_quote;
 
-struct Fixture {
-  std::string dir, base, finetuned;
-};
-
 // stories260K and its short opposite fine-tune (once per process).
-const Fixture& fixture() {
-  static Fixture f;
-  if (f.dir.empty()) {
-    f.dir = sg::test::temp_dir("sg-localize");
-    f.base = sg::test::converted_stories260k();
-    f.finetuned = sg::test::opposite_finetune();
-  }
+const sg::test::OppositeFixture& fixture() {
+  static const sg::test::OppositeFixture f = sg::test::opposite_fixture("sg-localize");
   return f;
 }
 
 nlohmann::json localize(const std::string& name, const std::string& flags) {
-  const Fixture& f = fixture();
+  const sg::test::OppositeFixture& f = fixture();
   const std::string json = f.dir + "/" + name + ".json";
   auto r = run_command(sg_command("localize --quiet --threads 1 --base " + shell_quote(f.base) + " --finetuned " +
                                   shell_quote(f.finetuned) + " --task opposite --eval-examples 20 --out " +
@@ -78,7 +69,7 @@ TEST(LocalizeCli, EveryMethodSelectsExactlyTheBudget) {
 }
 
 TEST(LocalizeCli, BadInputsFailWithOneLine) {
-  const Fixture& f = fixture();
+  const sg::test::OppositeFixture& f = fixture();
   const std::string common = " --task opposite --out " + shell_quote(f.dir + "/bad.safetensors");
   sg::test::expect_one_line_error("localize --base " + shell_quote(f.base) + " --finetuned " + shell_quote(f.finetuned) +
                                       common + " --fraction 0",

@@ -18,25 +18,16 @@ using sg::test::run_command;
 using sg::test::sg_command;
 using sg::test::shell_quote;
 
-struct Fixture {
-  std::string dir, base, model;
-};
-
 // stories260K and its short opposite fine-tune (once per process).
-const Fixture& fixture() {
-  static Fixture f;
-  if (f.dir.empty()) {
-    f.dir = sg::test::temp_dir("sg-remove");
-    f.base = sg::test::converted_stories260k();
-    f.model = sg::test::opposite_finetune();
-  }
+const sg::test::OppositeFixture& fixture() {
+  static const sg::test::OppositeFixture f = sg::test::opposite_fixture("sg-remove");
   return f;
 }
 
 nlohmann::json remove(const std::string& name, const std::string& flags) {
-  const Fixture& f = fixture();
+  const sg::test::OppositeFixture& f = fixture();
   const std::string json = f.dir + "/" + name + ".json";
-  auto r = run_command(sg_command("remove --quiet --threads 1 --model " + shell_quote(f.model) + " --base " +
+  auto r = run_command(sg_command("remove --quiet --threads 1 --model " + shell_quote(f.finetuned) + " --base " +
                                   shell_quote(f.base) + " --task opposite --keep sentiment --eval-examples 10 --out " +
                                   shell_quote(f.dir + "/" + name) + " --json " + shell_quote(json) + " " + flags));
   EXPECT_EQ(r.exit_code, 0) << r.output;
@@ -58,7 +49,7 @@ TEST(RemoveCli, OnlyTheBudgetIsResetToTheBase) {
   const int64_t budget = std::llround(0.01 * static_cast<double>(candidates));
   EXPECT_EQ(result.at("selected").get<int64_t>(), budget);
   const auto base = sg::io::load_safetensors_dir(fixture().base);
-  const auto model = sg::io::load_safetensors_dir(fixture().model);
+  const auto model = sg::io::load_safetensors_dir(fixture().finetuned);
   const auto out = sg::io::load_safetensors_dir(fixture().dir + "/some");
   int64_t changed = 0;
   for (const auto& item : model) {
@@ -85,15 +76,16 @@ TEST(RemoveCli, OnlyTheBudgetIsResetToTheBase) {
 }
 
 TEST(RemoveCli, BadInputsFailWithOneLine) {
-  const Fixture& f = fixture();
-  const std::string models = "remove --model " + shell_quote(f.model) + " --base " + shell_quote(f.base) +
+  const sg::test::OppositeFixture& f = fixture();
+  const std::string models = "remove --model " + shell_quote(f.finetuned) + " --base " + shell_quote(f.base) +
                              " --out " + shell_quote(f.dir + "/bad");
   sg::test::expect_one_line_error(models + " --task opposite --keep sentiment --fraction 0", {"--fraction", "(0, 1]"});
   sg::test::expect_one_line_error(models + " --task opposite --keep opposite", {"--keep", "hint"});
   sg::test::expect_one_line_error(models + " --task opposite --keep ,", {"--keep", "hint"});
   sg::test::expect_one_line_error(models + " --task opposite --keep no_such_task", {"no_such_task"});
-  sg::test::expect_one_line_error("remove --model " + shell_quote(f.model) + " --base " + shell_quote(f.dir + "/nowhere") +
-                                      " --out " + shell_quote(f.dir + "/bad") + " --task opposite --keep sentiment",
+  sg::test::expect_one_line_error("remove --model " + shell_quote(f.finetuned) + " --base " +
+                                      shell_quote(f.dir + "/nowhere") + " --out " + shell_quote(f.dir + "/bad") +
+                                      " --task opposite --keep sentiment",
                                   {"nowhere"});
 }
 
